@@ -1,0 +1,161 @@
+/**
+ * Fixtures for kernel tests: they run inside the user-mode Linux kernel started by
+ * `tests/run.ts` (environment `DMSNAP_IN_KERNEL=1`) and build real loop-backed thin-pools
+ * with plain `losetup`/`dmsetup` commands, independent of the code under test.
+ *
+ * @module
+ */
+
+/** True inside the test kernel. */
+export const IN_KERNEL: boolean = Deno.env.get("DMSNAP_IN_KERNEL") === "1";
+
+/** Throws a clear error when a kernel test is run outside the test kernel. */
+export function requireKernel(): void {
+  if (!IN_KERNEL) {
+    throw new Error(
+      "kernel tests run inside user-mode Linux: use `deno task test` (or `deno task test:kernel`)",
+    );
+  }
+}
+
+/** Runs a command; throws with its stderr unless it succeeds. Returns trimmed stdout. */
+export async function sh(cmd: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    env: { LC_ALL: "C", DM_DISABLE_UDEV: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${stderr || stdout}`);
+  }
+  return stdout;
+}
+
+/** Like {@linkcode sh} but returns the exit code and output instead of throwing. */
+export async function shTry(
+  cmd: string,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    env: { LC_ALL: "C", DM_DISABLE_UDEV: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout).trim(),
+    stderr: new TextDecoder().decode(out.stderr).trim(),
+  };
+}
+
+/** A loop-backed thin-pool made for one test. */
+export interface TestPool extends AsyncDisposable {
+  /** dm name of the pool. */
+  name: string;
+  /** Directory holding the backing files; free for the test to use. */
+  dir: string;
+  dataLoop: string;
+  metaLoop: string;
+  /** Thin ids present in the pool's metadata (read through a metadata snapshot). */
+  thinIds(): Promise<number[]>;
+  /** Removes every dm device on the pool, the pool, the loops and the files. */
+  destroy(): Promise<void>;
+}
+
+/** Options for {@linkcode createTestPool}. */
+export interface TestPoolOptions {
+  /** Data size in MiB (default 256). */
+  dataMb?: number;
+  /** Metadata size in MiB (default 16). */
+  metaMb?: number;
+  /** Block size in sectors (default 128 = 64 KiB). */
+  blockSectors?: number;
+  /** Name prefix (default `tpool`). */
+  prefix?: string;
+}
+
+/** Creates a fresh thin-pool from sparse files on the guest's tmpfs. */
+export async function createTestPool(options: TestPoolOptions = {}): Promise<TestPool> {
+  requireKernel();
+  const dataMb = options.dataMb ?? 256;
+  const metaMb = options.metaMb ?? 16;
+  const block = options.blockSectors ?? 128;
+  const name = `${options.prefix ?? "tpool"}-${crypto.randomUUID().slice(0, 8)}`;
+  const dir = await Deno.makeTempDir({ prefix: `${name}-` });
+  const dataFile = `${dir}/data`;
+  const metaFile = `${dir}/meta`;
+  await sh("truncate", "-s", `${dataMb}M`, dataFile);
+  await sh("truncate", "-s", `${metaMb}M`, metaFile);
+  const dataLoop = await sh("losetup", "--find", "--show", dataFile);
+  const metaLoop = await sh("losetup", "--find", "--show", metaFile);
+  // A fresh metadata device must start zeroed (it is: sparse file).
+  await sh(
+    "dmsetup",
+    "create",
+    name,
+    "--table",
+    `0 ${dataMb * 2048} thin-pool ${metaLoop} ${dataLoop} ${block} 32768 1 skip_block_zeroing`,
+  );
+  const pool: TestPool = {
+    name,
+    dir,
+    dataLoop,
+    metaLoop,
+    async thinIds() {
+      await sh("dmsetup", "message", name, "0", "reserve_metadata_snap");
+      try {
+        const out = await sh(
+          "thin_ls",
+          "--no-headers",
+          "--format",
+          "DEV",
+          "--metadata-snap",
+          metaLoop,
+        );
+        return out.split(/\s+/).filter(Boolean).map(Number).sort((a, b) => a - b);
+      } finally {
+        await sh("dmsetup", "message", name, "0", "release_metadata_snap");
+      }
+    },
+    async destroy() {
+      // `dmsetup table` names a thin device's pool by major:minor.
+      const poolRef = (await shTry(
+        "dmsetup",
+        "info",
+        "-c",
+        "--noheadings",
+        "-o",
+        "major,minor",
+        "--separator",
+        ":",
+        name,
+      )).stdout;
+      const table = await shTry("dmsetup", "table");
+      for (const line of table.stdout.split("\n")) {
+        const m = /^(\S+): \d+ \d+ thin (\S+) /.exec(line);
+        if (!m || (m[2] !== poolRef && m[2] !== `/dev/mapper/${name}`)) continue;
+        await shTry("umount", "-l", `/dev/mapper/${m[1]}`);
+        await shTry("dmsetup", "remove", "--retry", m[1]);
+      }
+      await shTry("dmsetup", "remove", "--retry", name);
+      await shTry("losetup", "-d", dataLoop);
+      await shTry("losetup", "-d", metaLoop);
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+    async [Symbol.asyncDispose]() {
+      await pool.destroy();
+    },
+  };
+  return pool;
+}
+
+/** Names of all dm devices. */
+export async function dmNames(): Promise<string[]> {
+  const out = await shTry("dmsetup", "ls");
+  if (out.code !== 0 || out.stdout.startsWith("No devices found")) return [];
+  return out.stdout.split("\n").map((l) => l.split(/\s+/)[0]).filter(Boolean);
+}
