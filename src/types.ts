@@ -1,0 +1,69 @@
+/**
+ * Types shared by the snapshotter core and the gRPC service: containerd's snapshot model.
+ *
+ * @module
+ */
+
+/** Snapshot kinds (containerd's numbering on the wire: view 1, active 2, committed 3). */
+export type Kind = "view" | "active" | "committed";
+
+/** A wall-clock instant with nanosecond precision, as in `google.protobuf.Timestamp`. */
+export interface Timestamp {
+  /** Whole seconds since the Unix epoch (UTC). */
+  seconds: number;
+  /** 0..999,999,999. */
+  nanos: number;
+}
+
+/** containerd's `snapshots.Info`. */
+export interface Info {
+  /** The key the caller used. */
+  name: string;
+  /** Parent key, "" for none. */
+  parent: string;
+  kind: Kind;
+  created: Timestamp;
+  updated: Timestamp;
+  /** Labels; never contains empty values. */
+  labels: Record<string, string>;
+}
+
+/** containerd's `types.Mount`. */
+export interface Mount {
+  type: string;
+  source: string;
+  target: string;
+  options: string[];
+}
+
+/** Result of Usage. */
+export interface Usage {
+  /** Bytes used by the snapshot itself (never negative). */
+  size: number;
+  /** Inodes used, 0 when unknown. */
+  inodes: number;
+}
+
+/** containerd's snapshotter contract, as the gRPC service calls it. */
+export interface Snapshotter {
+  prepare(key: string, parent: string, labels?: Record<string, string>): Promise<Mount[]>;
+  view(key: string, parent: string, labels?: Record<string, string>): Promise<Mount[]>;
+  mounts(key: string): Promise<Mount[]>;
+  /** `parent` is HEAD's optional rebase parent; "" when not given. */
+  commit(
+    name: string,
+    key: string,
+    labels?: Record<string, string>,
+    parent?: string,
+  ): Promise<void>;
+  remove(key: string): Promise<void>;
+  stat(key: string): Promise<Info>;
+  /** Applies `info.labels` to snapshot `info.name` as directed by the field-mask `paths`. */
+  update(info: Pick<Info, "name" | "labels"> & Partial<Info>, paths: string[]): Promise<Info>;
+  usage(key: string): Promise<Usage>;
+  /** Snapshots matching any of `filters` (containerd filter syntax; empty = all). */
+  list(filters: string[]): Promise<Info[]>;
+  cleanup(): Promise<void>;
+  /** Idempotent. */
+  close(): Promise<void>;
+}
