@@ -46,7 +46,7 @@ export function parseInfoLine(line: string, withBlkdev = false): DeviceInfo {
   const tail = fields.slice(fields.length - fixed);
   const name = fields.slice(0, fields.length - fixed).join(" ");
   const [attr, major, minor, open, segments, events] = withBlkdev ? tail.slice(1) : tail;
-  if (!/^[-LIsrw]{4,}$/.test(attr)) {
+  if (!/^[-A-Za-z]{4,}$/.test(attr)) {
     throw new DmParseError(`bad attr ${JSON.stringify(attr)} in ${JSON.stringify(line)}`);
   }
   const minorNo = toInt(minor, "minor", line);
