@@ -1,0 +1,128 @@
+/**
+ * The unix socket the service listens on: address parsing, directory creation, stale-socket
+ * replacement, permissions and removal.
+ *
+ * @module
+ */
+import { dirname, isAbsolute, resolve } from "node:path";
+
+/** Mode of the socket file: owner and group may connect. */
+export const SOCKET_MODE = 0o660;
+/** Mode of a socket directory this service creates. */
+export const SOCKET_DIR_MODE = 0o711;
+/** Longest socket path the kernel accepts (`sun_path` is 108 bytes incl. the NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+/** The socket cannot be used. */
+export class SocketError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SocketError";
+  }
+}
+
+/**
+ * The filesystem path of a socket address: `unix:///abs`, `unix:/abs`, `unix:rel` or a bare
+ * path; relative paths resolve against the working directory. Throws on anything else.
+ */
+export function socketPath(address: string): string {
+  let path = address;
+  if (path.startsWith("unix://")) path = path.slice("unix://".length);
+  else if (path.startsWith("unix:")) path = path.slice("unix:".length);
+  else if (/^[a-z][a-z0-9+.-]*:/i.test(path) && !path.startsWith("./")) {
+    throw new SocketError(`Cannot use address "${address}": only unix sockets are supported`);
+  }
+  if (path === "") throw new SocketError(`Cannot use address "${address}": empty socket path`);
+  if (path.includes("\0")) {
+    throw new SocketError(`Cannot use address ${JSON.stringify(address)}: contains a NUL byte`);
+  }
+  const abs = isAbsolute(path) ? path : resolve(path);
+  const bytes = new TextEncoder().encode(abs).length;
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw new SocketError(
+      `Cannot use address "${address}": socket path is ${bytes} bytes, the limit is ${MAX_SOCKET_PATH_BYTES}`,
+    );
+  }
+  return abs;
+}
+
+/** True when something accepts connections on the unix socket at `path`. */
+export async function isSocketLive(path: string): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    return true;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === "ECONNREFUSED" || err instanceof Deno.errors.ConnectionRefused) return false;
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+/**
+ * Makes `path` ready to bind: creates its directory (mode 0711) when missing, removes a stale
+ * socket (nothing listening), refuses a live socket or any non-socket file.
+ *
+ * @returns true when a stale socket was removed.
+ */
+export async function prepareSocketPath(path: string): Promise<boolean> {
+  const dir = dirname(path);
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: SOCKET_DIR_MODE });
+  } catch (err) {
+    throw new SocketError(`Cannot create socket directory "${dir}": ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.lstat(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw new SocketError(`Cannot listen on "${path}": ${(err as Error).message}`, { cause: err });
+  }
+  if (!stat.isSocket) {
+    throw new SocketError(`Cannot listen on "${path}": the path exists and is not a socket`);
+  }
+  if (await isSocketLive(path)) {
+    throw new SocketError(
+      `Cannot listen on "${path}": another server is already listening on this socket`,
+    );
+  }
+  try {
+    await Deno.remove(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) {
+      throw new SocketError(`Cannot remove stale socket "${path}": ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+  return true;
+}
+
+/** Identity of a socket file (device + inode), to remove only the socket this process made. */
+export interface SocketIdentity {
+  dev: number;
+  ino: number;
+}
+
+/** Sets the socket's mode and returns its identity. */
+export async function finishSocket(path: string): Promise<SocketIdentity> {
+  await Deno.chmod(path, SOCKET_MODE);
+  const stat = await Deno.lstat(path);
+  return { dev: stat.dev, ino: stat.ino ?? 0 };
+}
+
+/** Removes the socket at `path` if it is still the one identified by `id`. */
+export async function removeSocket(path: string, id: SocketIdentity): Promise<void> {
+  try {
+    const stat = await Deno.lstat(path);
+    if (!stat.isSocket || stat.dev !== id.dev || (stat.ino ?? 0) !== id.ino) return;
+    await Deno.remove(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) throw err;
+  }
+}

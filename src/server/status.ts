@@ -1,0 +1,59 @@
+/**
+ * The one place that turns an error into a gRPC status for containerd.
+ *
+ * The class comes from `errorKind()` (src/errors.ts); the code is one containerd's errdefs
+ * converts back to the same class; the message ends in `: <class text>` (errdefs strips that
+ * suffix and re-wraps the class) and names the snapshot key.
+ *
+ * @module
+ */
+import { status as GrpcStatus } from "@grpc/grpc-js";
+import { type ErrorKind, errorKind, errorMessage, KIND_TEXT } from "../errors.ts";
+
+/** gRPC status codes by error class. */
+export const GRPC_CODE: Readonly<Record<ErrorKind, GrpcStatus>> = {
+  invalid_argument: GrpcStatus.INVALID_ARGUMENT,
+  not_found: GrpcStatus.NOT_FOUND,
+  already_exists: GrpcStatus.ALREADY_EXISTS,
+  failed_precondition: GrpcStatus.FAILED_PRECONDITION,
+  unavailable: GrpcStatus.UNAVAILABLE,
+  not_implemented: GrpcStatus.UNIMPLEMENTED,
+  // containerd ≥ 1.7 maps 8 back to ErrResourceExhausted; 1.6 shows it as unknown either way.
+  resource_exhausted: GrpcStatus.RESOURCE_EXHAUSTED,
+  canceled: GrpcStatus.CANCELLED,
+  deadline_exceeded: GrpcStatus.DEADLINE_EXCEEDED,
+  unknown: GrpcStatus.UNKNOWN,
+};
+
+/** A gRPC status as sent to the client. */
+export interface RpcStatus {
+  code: GrpcStatus;
+  /** Sent as `grpc-message`. */
+  details: string;
+}
+
+/** What the failing call was about, used to make the message self-explanatory. */
+export interface StatusContext {
+  /** RPC name, e.g. `Stat`. */
+  method?: string;
+  /** The snapshot key (or commit name) the call named; "" when none. */
+  key?: string;
+}
+
+/**
+ * The status for `err`: code from the error class, message `<message>: <class text>`, prefixed
+ * with `<method> "<key>": ` when the message does not already mention the key.
+ */
+export function toRpcStatus(err: unknown, context: StatusContext = {}): RpcStatus {
+  const kind = errorKind(err);
+  const suffix = `: ${KIND_TEXT[kind]}`;
+  let message = errorMessage(err).trim();
+  const { key, method } = context;
+  if (key && !message.includes(key)) {
+    const prefix = `${method ? method.toLowerCase() + " " : ""}${JSON.stringify(key)}`;
+    message = message ? `${prefix}: ${message}` : prefix;
+  }
+  if (message === KIND_TEXT[kind]) message = "";
+  if (!message.endsWith(suffix)) message = message ? message + suffix : KIND_TEXT[kind];
+  return { code: GRPC_CODE[kind], details: message };
+}
