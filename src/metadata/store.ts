@@ -179,6 +179,19 @@ export class MetadataStore {
     this.#db.prepare("UPDATE devices SET state = ? WHERE thin_id = ?").run(state, thinId);
   }
 
+  /** Records that `thinId` is used by someone else sharing the pool: it is never used here. */
+  markDeviceForeign(thinId: number): void {
+    this.#db.prepare(
+      `UPDATE devices SET role = 'foreign', state = 'foreign', name = name || '-foreign',
+         template_key = NULL WHERE thin_id = ?`,
+    ).run(thinId);
+  }
+
+  /** Points snapshots that use device `from` at device `to`. */
+  repointSnapshots(from: number, to: number): void {
+    this.#db.prepare("UPDATE snapshots SET thin_id = ? WHERE thin_id = ?").run(to, from);
+  }
+
   /** Deletes a device row. */
   deleteDevice(thinId: number): void {
     this.#db.prepare("DELETE FROM devices WHERE thin_id = ?").run(thinId);

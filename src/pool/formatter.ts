@@ -1,0 +1,17 @@
+/**
+ * The {@linkcode Formatter} the pool manager uses, on the `src/dm/mkfs.ts` commands.
+ *
+ * @module
+ */
+import type { CommandRunner } from "../dm/runner.ts";
+import { blkdiscard, mkfs, removeLostFound } from "../dm/mkfs.ts";
+import type { Formatter } from "./thin_pool.ts";
+
+/** A formatter that spawns mkfs, debugfs and blkdiscard through `runner`. */
+export function createFormatter(runner: CommandRunner): Formatter {
+  return {
+    mkfs: (device, fsType, fsOptions) => mkfs(runner, { fsType, device, fsOptions }),
+    emptyRoot: (device, fsType) => removeLostFound(runner, device, fsType),
+    discard: (device) => blkdiscard(runner, device),
+  };
+}

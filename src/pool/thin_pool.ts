@@ -1,0 +1,346 @@
+/**
+ * The pool and thin-device manager: turns device records of the metadata store into thin
+ * devices in one device-mapper thin-pool and back.
+ *
+ * Every device has a row in the store *before* the pool is asked to create it (state
+ * `creating`) and keeps it until *after* the pool deleted it (state `deleting`), so a crash
+ * at any point leaves a row that {@linkcode ThinPool.finishPending} can finish or undo: no
+ * thin id is ever created without a record. Ids come from a durable counter and are never
+ * reused; an id found taken by someone else sharing the pool is recorded as `foreign` and
+ * skipped.
+ *
+ * @module
+ */
+import type { DeviceInfo, DeviceMapper, PoolStatus } from "../dm/types.ts";
+import { devicePath, thinTable } from "../dm/types.ts";
+import { isErrno } from "../dm/errors.ts";
+import type { FsType } from "../dm/mkfs.ts";
+import { checkPoolHealth, openPool } from "../dm/pool_health.ts";
+import type { DeviceRecord, MetadataStore } from "../metadata/store.ts";
+import { type Logger, silentLogger } from "../log.ts";
+import { NotFoundError, UnavailableError } from "../errors.ts";
+
+export type { FsType };
+
+/** Makes and prepares filesystems on block devices (see `src/dm/mkfs.ts`). */
+export interface Formatter {
+  /** Creates a filesystem on `device` (path). */
+  mkfs(device: string, fsType: FsType, fsOptions: string): Promise<void>;
+  /** Leaves the filesystem's root empty (no `lost+found`), without mounting it. */
+  emptyRoot(device: string, fsType: FsType): Promise<void>;
+  /** Discards all blocks of `device` (path). */
+  discard(device: string): Promise<void>;
+}
+
+/** Options for {@linkcode ThinPool}. */
+export interface ThinPoolOptions {
+  dm: DeviceMapper;
+  store: MetadataStore;
+  /** dm name of the thin-pool. */
+  poolName: string;
+  formatter: Formatter;
+  logger?: Logger;
+  /** Discard a device's blocks before deleting it. */
+  discardBlocks?: boolean;
+  /** Attempts to find a free thin id when ids are taken by another pool user (default 64). */
+  idAttempts?: number;
+}
+
+/** What to create a device from. */
+export type DeviceOrigin =
+  | { kind: "snapshot"; originId: number }
+  | { kind: "empty" };
+
+/** Manages this snapshotter's thin devices in one pool. */
+export class ThinPool {
+  readonly dm: DeviceMapper;
+  readonly store: MetadataStore;
+  readonly poolName: string;
+  readonly #formatter: Formatter;
+  readonly #log: Logger;
+  readonly #discardBlocks: boolean;
+  readonly #idAttempts: number;
+  /** In-flight template builds, by template key (instance state). */
+  readonly #templates = new Map<string, Promise<DeviceRecord>>();
+
+  /** Creates the manager; call {@linkcode ThinPool.status} to check the pool. */
+  constructor(options: ThinPoolOptions) {
+    this.dm = options.dm;
+    this.store = options.store;
+    this.poolName = options.poolName;
+    this.#formatter = options.formatter;
+    this.#log = options.logger ?? silentLogger();
+    this.#discardBlocks = options.discardBlocks ?? false;
+    this.#idAttempts = options.idAttempts ?? 64;
+  }
+
+  /** dm name of the device with thin id `thinId`. */
+  deviceName(thinId: number): string {
+    return `${this.poolName}-dms-${thinId}`;
+  }
+
+  /**
+   * Checks that the pool exists, is a thin-pool and is healthy; returns its status. Throws
+   * `Cannot open pool "x": ...` or the health problem (see `src/dm/pool_health.ts`).
+   */
+  async open(): Promise<PoolStatus> {
+    return (await openPool(this.dm, this.poolName)).status;
+  }
+
+  /** Throws when the pool cannot take new devices (one `dmsetup status`). */
+  async checkHealth(): Promise<void> {
+    const status = (await this.dm.status(this.poolName))[0];
+    if (status?.target === "thin-pool") checkPoolHealth(status as PoolStatus, this.poolName);
+  }
+
+  /**
+   * Records a new device (state `creating`) inside the caller's transaction and returns it.
+   * The caller commits the transaction, then calls {@linkcode ThinPool.materialize}.
+   */
+  reserve(init: {
+    origin: DeviceOrigin;
+    sizeBytes: number;
+    fsType: FsType;
+    role?: "snapshot" | "template";
+    templateKey?: string;
+  }): DeviceRecord {
+    const thinId = this.store.allocateThinId();
+    const device: DeviceRecord = {
+      thinId,
+      name: this.deviceName(thinId),
+      role: init.role ?? "snapshot",
+      state: "creating",
+      originId: init.origin.kind === "snapshot" ? init.origin.originId : null,
+      sizeBytes: init.sizeBytes,
+      fsType: init.fsType,
+      templateKey: init.templateKey ?? null,
+    };
+    this.store.insertDevice(device);
+    return device;
+  }
+
+  /**
+   * Creates the reserved device in the pool (`create_thin` or `create_snap`) and activates it.
+   * An id found taken by another pool user is recorded `foreign` and the device moves to a
+   * fresh id (its row and name change; the returned record is current). On failure the pool
+   * is left without the device and the row stays `creating` for the caller to drop.
+   */
+  async materialize(device: DeviceRecord, options: { readOnly?: boolean } = {}): Promise<
+    DeviceRecord
+  > {
+    let current = device;
+    for (let attempt = 1;; attempt++) {
+      try {
+        await this.#createInPool(current);
+        break;
+      } catch (err) {
+        if (!isErrno(err, "EEXIST") || attempt >= this.#idAttempts) throw err;
+        current = this.#moveToFreshId(current);
+      }
+    }
+    try {
+      await this.activate(current, options);
+    } catch (err) {
+      await this.#deleteThin(current.thinId).catch((cause) =>
+        this.#log.warn("cannot undo thin device after failed activation", {
+          thin_id: current.thinId,
+          error: cause,
+        })
+      );
+      throw err;
+    }
+    return current;
+  }
+
+  async #createInPool(device: DeviceRecord): Promise<void> {
+    if (device.originId === null) {
+      await this.dm.createThin(this.poolName, device.thinId);
+      return;
+    }
+    const origin = this.deviceName(device.originId);
+    // An active origin (e.g. committed while still mounted) must be suspended so that the
+    // snapshot sees a consistent, flushed filesystem.
+    if (await this.isActive(origin)) {
+      await this.dm.suspend(origin);
+      try {
+        await this.dm.createSnap(this.poolName, device.thinId, device.originId);
+      } finally {
+        await this.dm.resume(origin);
+      }
+      return;
+    }
+    await this.dm.createSnap(this.poolName, device.thinId, device.originId);
+  }
+
+  #moveToFreshId(device: DeviceRecord): DeviceRecord {
+    return this.store.transaction(() => {
+      const thinId = this.store.allocateThinId();
+      const moved: DeviceRecord = { ...device, thinId, name: this.deviceName(thinId) };
+      this.store.markDeviceForeign(device.thinId);
+      this.store.insertDevice(moved);
+      this.store.repointSnapshots(device.thinId, thinId);
+      this.#log.warn("thin id taken by another pool user; skipping it", {
+        pool: this.poolName,
+        thin_id: device.thinId,
+        next: thinId,
+      });
+      return moved;
+    });
+  }
+
+  /** Activates `device` (creates its dm device) unless it is already active. */
+  async activate(device: DeviceRecord, options: { readOnly?: boolean } = {}): Promise<void> {
+    try {
+      await this.dm.create(
+        device.name,
+        thinTable(this.poolName, device.thinId, device.sizeBytes),
+        options,
+      );
+    } catch (err) {
+      // EBUSY: a device of that name exists already; fine if it is ours and live.
+      if (isErrno(err, "EBUSY") && await this.isActive(device.name)) return;
+      throw err;
+    }
+  }
+
+  /**
+   * Deactivates `device`. `deferred`: when it is open (mounted), it goes away at its last
+   * close instead of failing. Otherwise an open device fails with EBUSY (after the dm layer's
+   * bounded retries); a device that is not active is fine.
+   */
+  async deactivate(device: { name: string }, options: { deferred?: boolean } = {}): Promise<
+    void
+  > {
+    if (!await this.isActive(device.name)) return;
+    try {
+      await this.dm.remove(device.name, { deferred: options.deferred, retry: true });
+    } catch (err) {
+      if (isErrno(err, "ENXIO") || isErrno(err, "ENODEV")) return;
+      throw err;
+    }
+  }
+
+  async #deleteThin(thinId: number): Promise<void> {
+    try {
+      await this.dm.deleteThin(this.poolName, thinId);
+    } catch (err) {
+      if (isErrno(err, "ENODATA")) return; // already gone
+      throw err;
+    }
+  }
+
+  /**
+   * Deletes a device whose row is `deleting` (or `creating`, when undoing): deactivates it,
+   * optionally discards its blocks, deletes the thin id, then drops the row. A device that is
+   * still open fails with EBUSY and keeps its row for a later attempt.
+   */
+  async destroy(device: DeviceRecord): Promise<void> {
+    if (this.#discardBlocks && device.state !== "creating") {
+      const info = await this.dm.info(device.name);
+      if (info && info.openCount === 0) {
+        await this.#formatter.discard(devicePath(device.name)).catch((error) =>
+          this.#log.warn("discard failed; deleting anyway", { device: device.name, error })
+        );
+      }
+    }
+    await this.deactivate(device);
+    await this.#deleteThin(device.thinId);
+    this.store.deleteDevice(device.thinId);
+  }
+
+  /** Mapped bytes of an active device (from `dmsetup status`). */
+  async mappedBytes(device: { name: string }): Promise<number> {
+    const lines = await this.dm.status(device.name);
+    const thin = lines[0];
+    if (!thin || thin.target !== "thin") {
+      throw new NotFoundError(`device "${device.name}" is not an active thin device`);
+    }
+    if ("failed" in thin && thin.failed) {
+      throw new UnavailableError(`thin device "${device.name}" has failed`);
+    }
+    return "mappedSectors" in thin ? thin.mappedSectors * 512 : 0;
+  }
+
+  /** True when a dm device called `name` exists (checked through sysfs, no spawn). */
+  async isActive(name: string): Promise<boolean> {
+    let rdev: number | null;
+    try {
+      rdev = (await Deno.stat(devicePath(name))).rdev;
+    } catch {
+      return false;
+    }
+    if (!rdev) return false;
+    const major = Math.floor(rdev / 256) & 0xfff;
+    const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
+    try {
+      const text = await Deno.readTextFile(`/sys/dev/block/${major}:${minor}/dm/name`);
+      return text.trim() === name;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Info of every active dm device whose name belongs to this pool's devices. */
+  async activeDevices(): Promise<Map<string, DeviceInfo>> {
+    const all = await this.dm.infoAll();
+    const prefix = `${this.poolName}-dms-`;
+    return new Map([...all].filter(([name]) => name.startsWith(prefix)));
+  }
+
+  /**
+   * The formatted, empty template device for `(fsType, fsOptions, sizeBytes)`, built once
+   * (create_thin, activate, mkfs, empty root, deactivate) and then snapshotted for every
+   * parentless snapshot, so those cost a thin snapshot instead of a mkfs.
+   */
+  template(fsType: FsType, fsOptions: string, sizeBytes: number): Promise<DeviceRecord> {
+    const key = `${fsType}|${fsOptions}|${sizeBytes}`;
+    const ready = this.store.getTemplate(key);
+    if (ready?.state === "ready") return Promise.resolve(ready);
+    let pending = this.#templates.get(key);
+    if (!pending) {
+      pending = this.#buildTemplate(key, fsType, fsOptions, sizeBytes).finally(() =>
+        this.#templates.delete(key)
+      );
+      this.#templates.set(key, pending);
+    }
+    return pending;
+  }
+
+  async #buildTemplate(
+    key: string,
+    fsType: FsType,
+    fsOptions: string,
+    sizeBytes: number,
+  ): Promise<DeviceRecord> {
+    const stale = this.store.getTemplate(key);
+    if (stale) await this.destroy(stale); // a build that crashed half-way
+    let device = this.store.transaction(() =>
+      this.reserve({
+        origin: { kind: "empty" },
+        sizeBytes,
+        fsType,
+        role: "template",
+        templateKey: key,
+      })
+    );
+    try {
+      device = await this.materialize(device);
+      const path = devicePath(device.name);
+      await this.#formatter.mkfs(path, fsType, fsOptions);
+      await this.#formatter.emptyRoot(path, fsType);
+      await this.deactivate(device);
+    } catch (err) {
+      await this.destroy(device).catch((cause) =>
+        this.#log.warn("cannot undo template device", { thin_id: device.thinId, error: cause })
+      );
+      throw err;
+    }
+    this.store.setDeviceState(device.thinId, "ready");
+    this.#log.info("template device ready", {
+      fs_type: fsType,
+      size: sizeBytes,
+      thin_id: device.thinId,
+    });
+    return { ...device, state: "ready" };
+  }
+}
