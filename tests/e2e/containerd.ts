@@ -222,6 +222,7 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
   const logPath = `${dir}/containerd.log`;
   const namespace = options.namespace ?? DEFAULT_NAMESPACE;
   const startTimeoutMs = options.startTimeoutMs ?? 20_000;
+  await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(
     configPath,
     containerdConfig({
@@ -364,7 +365,6 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
     await stop();
   }
 
-  await Deno.mkdir(dir, { recursive: true });
   await start();
   const instance: Containerd = {
     dir,

@@ -1,0 +1,130 @@
+/**
+ * Sets up, inside the test kernel, what the end-to-end tests, the demo and the benchmark run
+ * against: loop-backed thin-pools, optionally our snapshotter server, and one private
+ * containerd with the built-in devmapper snapshotter and/or our proxy snapshotter.
+ *
+ * @module
+ */
+import { createTestPool, type TestPool } from "../kernel/fixtures.ts";
+import { type Containerd, removeTree, startContainerd } from "./containerd.ts";
+import type { ScenarioContext } from "./scenario.ts";
+import { type SnapshotterServer, startSnapshotterServer } from "./snapshotter_server.ts";
+
+/** containerd's name for the built-in snapshotter. */
+export const BUILTIN_SNAPSHOTTER = "devmapper";
+/** The proxy plugin name our server is registered under (must not be `devmapper`). */
+export const PROXY_SNAPSHOTTER = "dmsnap";
+/** Virtual size of each thin device: room for busybox, a 12 MiB layer and ext4 overhead. */
+export const BASE_IMAGE_SIZE = "64MB";
+
+/** Options for {@linkcode startE2eEnv}. */
+export interface E2eEnvOptions {
+  /** Configure containerd's built-in devmapper on its own pool. */
+  builtin?: boolean;
+  /** Start our server on its own pool and configure it as proxy {@linkcode PROXY_SNAPSHOTTER}. */
+  proxy?: boolean;
+  /** Pool data size in MiB (default 256). */
+  poolDataMb?: number;
+  /** Default {@linkcode BASE_IMAGE_SIZE}. */
+  baseImageSize?: string;
+  /** Progress lines. */
+  log?(message: string): void;
+}
+
+/** What {@linkcode startE2eEnv} set up. */
+export interface E2eEnv extends AsyncDisposable {
+  ctd: Containerd;
+  /** Directory holding containerd's and the server's files. */
+  dir: string;
+  builtinPool?: TestPool;
+  proxyPool?: TestPool;
+  server?: SnapshotterServer;
+  /** Scenario contexts (without the image) per snapshotter name. */
+  contexts: Record<string, Omit<ScenarioContext, "image">>;
+}
+
+/**
+ * Creates the pools, starts the server (if `proxy`) and containerd. Dispose stops everything
+ * (tasks and containers first) and destroys the pools.
+ */
+export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
+  const log = options.log ?? (() => {});
+  const baseImageSize = options.baseImageSize ?? BASE_IMAGE_SIZE;
+  const stack = new AsyncDisposableStack();
+  try {
+    const dir = await Deno.makeTempDir({ dir: "/run", prefix: "e2e-" });
+    stack.defer(() => removeTree(dir));
+    let builtinPool: TestPool | undefined;
+    let proxyPool: TestPool | undefined;
+    let server: SnapshotterServer | undefined;
+    if (options.builtin) {
+      builtinPool = stack.use(
+        await createTestPool({ dataMb: options.poolDataMb, prefix: "e2e-builtin" }),
+      );
+      log(`created thin-pool ${builtinPool.name} for the built-in devmapper snapshotter`);
+    }
+    if (options.proxy) {
+      proxyPool = stack.use(
+        await createTestPool({ dataMb: options.poolDataMb, prefix: "e2e-dmsnap" }),
+      );
+      log(`created thin-pool ${proxyPool.name} for our snapshotter`);
+      server = stack.use(
+        await startSnapshotterServer({
+          dir: `${dir}/dmsnap`,
+          poolName: proxyPool.name,
+          rootPath: `${dir}/dmsnap/root`,
+          baseImageSize,
+        }),
+      );
+      log(`our snapshotter server is listening on ${server.socket}`);
+    }
+    const ctd = await startContainerd({
+      dir: `${dir}/containerd`,
+      devmapper: builtinPool ? { poolName: builtinPool.name, baseImageSize } : undefined,
+      proxySnapshotters: server ? { [PROXY_SNAPSHOTTER]: server.socket } : undefined,
+    });
+    stack.defer(() => ctd.shutdown());
+    log(`containerd is listening on ${ctd.address}`);
+    const contexts: E2eEnv["contexts"] = {};
+    if (builtinPool) {
+      const pool = builtinPool;
+      contexts[BUILTIN_SNAPSHOTTER] = {
+        ctd,
+        thinIds: () => pool.thinIds(),
+        restart: () => ctd.restart(),
+        idPrefix: BUILTIN_SNAPSHOTTER,
+        log,
+      };
+    }
+    if (proxyPool && server) {
+      const pool = proxyPool;
+      const srv = server;
+      contexts[PROXY_SNAPSHOTTER] = {
+        ctd,
+        thinIds: () => pool.thinIds(),
+        restart: async () => {
+          await ctd.stop();
+          await srv.restart();
+          await ctd.start();
+        },
+        idPrefix: PROXY_SNAPSHOTTER,
+        log,
+      };
+    }
+    const moved = stack.move();
+    return {
+      ctd,
+      dir,
+      builtinPool,
+      proxyPool,
+      server,
+      contexts,
+      async [Symbol.asyncDispose]() {
+        await moved.disposeAsync();
+      },
+    };
+  } catch (err) {
+    await stack.disposeAsync();
+    throw err;
+  }
+}

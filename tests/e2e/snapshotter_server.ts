@@ -1,0 +1,230 @@
+/**
+ * Starts this project's snapshotter server (`deno run -A main.ts serve --config FILE
+ * --address SOCKET`) inside the test kernel, for containerd to use as a proxy plugin.
+ *
+ * @module
+ */
+import { stringify } from "smol-toml";
+import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+
+/** Repository root (the guest sees the same path as the host). */
+export const REPO_ROOT: string = fileURLToPath(new URL("../..", import.meta.url)).replace(
+  /\/$/,
+  "",
+);
+
+/** Settings written to the server's config file (upstream devmapper key names). */
+export interface ServerPoolConfig {
+  /** dm name of an existing thin-pool. */
+  poolName: string;
+  /** Metadata directory. */
+  rootPath: string;
+  /** Virtual size of every thin device, e.g. `"64MB"`. */
+  baseImageSize: string;
+  fsType?: "ext4" | "xfs";
+  asyncRemove?: boolean;
+  discardBlocks?: boolean;
+}
+
+/** Options for {@linkcode startSnapshotterServer}. */
+export interface SnapshotterServerOptions extends ServerPoolConfig {
+  /** Directory for the config file, socket and log (created if missing). */
+  dir: string;
+  /** How long to wait for the socket (default 30 s: the first run compiles the module graph). */
+  startTimeoutMs?: number;
+  /** Extra environment for the server. */
+  env?: Record<string, string>;
+}
+
+/** A running snapshotter server. */
+export interface SnapshotterServer extends AsyncDisposable {
+  /** Unix socket to give containerd (`[proxy_plugins.<name>] address`). */
+  socket: string;
+  configPath: string;
+  logPath: string;
+  /** Process id of the server (for RSS readings). */
+  readonly pid: number | undefined;
+  readonly running: boolean;
+  start(): Promise<void>;
+  /** SIGTERM, then SIGKILL after 10 s. */
+  stop(): Promise<void>;
+  restart(): Promise<void>;
+  logTail(bytes?: number): Promise<string>;
+  /** Resident set size in KiB from /proc/<pid>/status. */
+  rssKib(): Promise<number>;
+}
+
+/** Raised when the server cannot be started. */
+export class SnapshotterServerError extends Error {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SnapshotterServerError";
+  }
+}
+
+/**
+ * The server's config file text: TOML with the built-in devmapper plugin's key names
+ * (spec §3.1). The one place to change if the server's config format differs.
+ */
+export function serverConfig(config: ServerPoolConfig): string {
+  return stringify({
+    pool_name: config.poolName,
+    root_path: config.rootPath,
+    base_image_size: config.baseImageSize,
+    fs_type: config.fsType ?? "ext4",
+    async_remove: config.asyncRemove ?? false,
+    discard_blocks: config.discardBlocks ?? false,
+  }) + "\n";
+}
+
+/** argv (after the deno binary) that starts the server. */
+export function serveArgs(configPath: string, socket: string): string[] {
+  return ["run", "-A", "main.ts", "serve", "--config", configPath, "--address", socket];
+}
+
+/** Throws a clear error when `main.ts` (the server's entry point) does not exist yet. */
+export async function requireServerEntryPoint(): Promise<void> {
+  try {
+    await Deno.stat(join(REPO_ROOT, "main.ts"));
+  } catch (cause) {
+    throw new SnapshotterServerError(
+      `Cannot start the snapshotter server: ${join(REPO_ROOT, "main.ts")} does not exist yet ` +
+        "(the `main.ts serve` command is not written)",
+      { cause },
+    );
+  }
+}
+
+async function socketAccepts(path: string): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ transport: "unix", path });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes the config and starts the server; resolves once the socket accepts connections. */
+export async function startSnapshotterServer(
+  options: SnapshotterServerOptions,
+): Promise<SnapshotterServer> {
+  await requireServerEntryPoint();
+  await Deno.mkdir(options.dir, { recursive: true });
+  const socket = join(options.dir, "snapshotter.sock");
+  const configPath = join(options.dir, "snapshotter.toml");
+  const logPath = join(options.dir, "snapshotter.log");
+  const startTimeoutMs = options.startTimeoutMs ?? 30_000;
+  await Deno.writeTextFile(configPath, serverConfig(options));
+  const state: {
+    child?: Deno.ChildProcess;
+    done?: Promise<Deno.CommandStatus>;
+    log?: Deno.FsFile;
+  } = {};
+
+  async function logTail(bytes = 4000): Promise<string> {
+    try {
+      return (await Deno.readTextFile(logPath)).slice(-bytes);
+    } catch {
+      return "(no log)";
+    }
+  }
+
+  async function stop(): Promise<void> {
+    const { child, done } = state;
+    if (!child || !done) return;
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // exited already
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = await Promise.race([
+      done.then(() => false),
+      new Promise<boolean>((r) => timer = setTimeout(() => r(true), 10_000)),
+    ]);
+    clearTimeout(timer);
+    if (late) {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // gone
+      }
+    }
+    await done;
+    state.log?.close();
+    state.child = state.done = state.log = undefined;
+  }
+
+  async function start(): Promise<void> {
+    if (state.child) throw new SnapshotterServerError("Cannot start the server: already running");
+    await Deno.remove(socket).catch(() => {});
+    const log = await Deno.open(logPath, { create: true, append: true });
+    const child = new Deno.Command(Deno.execPath(), {
+      args: serveArgs(configPath, socket),
+      cwd: REPO_ROOT,
+      env: options.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream) await log.write(chunk);
+    };
+    const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+    let exitCode: number | undefined;
+    const done = child.status.then(async (s) => {
+      exitCode = s.code;
+      await pumps.catch(() => {});
+      return s;
+    });
+    Object.assign(state, { child, done, log });
+    const deadline = Date.now() + startTimeoutMs;
+    while (Date.now() < deadline && exitCode === undefined) {
+      if (await socketAccepts(socket)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const why = exitCode !== undefined
+      ? `exited with code ${exitCode}`
+      : `no socket after ${startTimeoutMs} ms`;
+    await stop().catch(() => {});
+    throw new SnapshotterServerError(
+      `Cannot start the snapshotter server (deno ${serveArgs(configPath, socket).join(" ")}): ` +
+        `${why}\n${await logTail(3000)}`,
+    );
+  }
+
+  await start();
+  const server: SnapshotterServer = {
+    socket,
+    configPath,
+    logPath,
+    get pid() {
+      return state.child?.pid;
+    },
+    get running() {
+      return state.child !== undefined;
+    },
+    start,
+    stop,
+    async restart() {
+      await stop();
+      await start();
+    },
+    logTail,
+    async rssKib() {
+      const pid = state.child?.pid;
+      if (pid === undefined) throw new SnapshotterServerError("Cannot read RSS: server stopped");
+      const status = await Deno.readTextFile(`/proc/${pid}/status`);
+      const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
+      if (!m) throw new SnapshotterServerError(`Cannot read RSS of pid ${pid}: no VmRSS line`);
+      return Number(m[1]);
+    },
+    async [Symbol.asyncDispose]() {
+      await stop();
+    },
+  };
+  return server;
+}
