@@ -156,7 +156,7 @@ export interface MessageCodec<T> {
   /** Fully-qualified type name. */
   readonly typeName: string;
   /** Encodes a plain object (unknown fields ignored; values converted as protobufjs does). */
-  encode(value: T): Uint8Array;
+  encode(value: Partial<T>): Uint8Array;
   /** Decodes bytes into a plain object with every field present (defaults filled in). */
   decode(bytes: Uint8Array): T;
 }
@@ -210,11 +210,11 @@ function toBuffer(bytes: Uint8Array): Buffer {
 export function loadSnapshotsProto(): SnapshotsProto {
   const root = loadProtoRoot();
   const codec = <T>(typeName: string) => makeCodec<T>(root, typeName);
-  const service: Record<string, MethodDefinition<unknown, unknown>> = {};
+  const service: Record<string, MethodDefinition<object, object>> = {};
   for (const name of Object.keys(METHODS) as MethodName[]) {
     const spec = methodSpec(name);
-    const req = codec<unknown>(spec.request);
-    const res = codec<unknown>(spec.response);
+    const req = codec<object>(spec.request);
+    const res = codec<object>(spec.response);
     service[name] = {
       path: `/${SNAPSHOTS_SERVICE}/${name}`,
       requestStream: false,

@@ -103,24 +103,34 @@ export async function prepareSocketPath(path: string): Promise<boolean> {
   return true;
 }
 
-/** Identity of a socket file (device + inode), to remove only the socket this process made. */
+/**
+ * Identity of a socket file (device, inode, modification time), to remove only the socket this
+ * process made: inode numbers alone are reused at once on tmpfs.
+ */
 export interface SocketIdentity {
   dev: number;
   ino: number;
+  mtimeMs: number;
+}
+
+function identityOf(stat: Deno.FileInfo): SocketIdentity {
+  return { dev: stat.dev, ino: stat.ino ?? 0, mtimeMs: stat.mtime?.getTime() ?? 0 };
 }
 
 /** Sets the socket's mode and returns its identity. */
 export async function finishSocket(path: string): Promise<SocketIdentity> {
   await Deno.chmod(path, SOCKET_MODE);
-  const stat = await Deno.lstat(path);
-  return { dev: stat.dev, ino: stat.ino ?? 0 };
+  return identityOf(await Deno.lstat(path));
 }
 
 /** Removes the socket at `path` if it is still the one identified by `id`. */
 export async function removeSocket(path: string, id: SocketIdentity): Promise<void> {
   try {
     const stat = await Deno.lstat(path);
-    if (!stat.isSocket || stat.dev !== id.dev || (stat.ino ?? 0) !== id.ino) return;
+    const now = identityOf(stat);
+    if (!stat.isSocket || now.dev !== id.dev || now.ino !== id.ino || now.mtimeMs !== id.mtimeMs) {
+      return;
+    }
     await Deno.remove(path);
   } catch (err) {
     if (!(err instanceof Deno.errors.NotFound)) throw err;

@@ -1,0 +1,352 @@
+/**
+ * The service configuration: upstream devmapper keys (`root_path`, `pool_name`,
+ * `base_image_size`, `async_remove`, `discard_blocks`, `fs_type`, `fs_options`) plus
+ * `address` and `log_level`.
+ *
+ * Values come in layers (defaults, then the file, then command-line flags; later layers win).
+ * {@linkcode resolveConfig} checks every key of every layer and reports every problem at once,
+ * each with its key and where it came from.
+ *
+ * @module
+ */
+import { isAbsolute, resolve } from "node:path";
+import { validateDeviceName } from "../dm/dmsetup.ts";
+import { FS_TYPES, type FsType, isFsType } from "../dm/mkfs.ts";
+import { errorMessage } from "../errors.ts";
+import { isLevel, type Level, LEVELS } from "../log.ts";
+import { socketPath } from "../server/socket.ts";
+import { parseSize } from "../size.ts";
+
+/** Default config file; a missing default file means "all defaults". */
+export const DEFAULT_CONFIG_PATH = "/etc/devmapper-snapshotter/config.toml";
+/** Default socket. */
+export const DEFAULT_ADDRESS = "/run/devmapper-snapshotter/devmapper-snapshotter.sock";
+/** Default directory of the metadata database. */
+export const DEFAULT_ROOT_PATH = "/var/lib/devmapper-snapshotter";
+/** Default virtual size of parentless thin devices. */
+export const DEFAULT_BASE_IMAGE_SIZE = "10GB";
+/** Default filesystem. */
+export const DEFAULT_FS_TYPE: FsType = "ext4";
+/** Default log level. */
+export const DEFAULT_LOG_LEVEL: Level = "info";
+/** Smallest device mkfs.xfs (xfsprogs ≥ 5.19) accepts. */
+export const MIN_XFS_SIZE = 300 * 1024 * 1024;
+
+/** The resolved configuration. Its first seven fields are the snapshotter's settings. */
+export interface Config {
+  /** Directory for the metadata database. */
+  rootPath: string;
+  /** dm name of an existing thin-pool (required). */
+  poolName: string;
+  /** Virtual size of parentless thin devices, bytes. */
+  baseImageSize: number;
+  fsType: FsType;
+  /** mkfs `-E` options for ext4/ext2; "" for the defaults. */
+  fsOptions: string;
+  /** Remove only marks devices; Cleanup deletes them. */
+  asyncRemove: boolean;
+  /** Discard a device's blocks before deleting it. */
+  discardBlocks: boolean;
+  /** Absolute path of the unix socket to serve on. */
+  address: string;
+  logLevel: Level;
+}
+
+/** A key of the config file. */
+export type ConfigKey =
+  | "root_path"
+  | "pool_name"
+  | "base_image_size"
+  | "async_remove"
+  | "discard_blocks"
+  | "fs_type"
+  | "fs_options"
+  | "address"
+  | "log_level";
+
+/** Description of one key: its value type, command-line flag and documentation. */
+export interface KeySpec {
+  type: "string" | "boolean" | "size";
+  /** The overriding command-line flag (without `--`). */
+  flag: string;
+  /** One-paragraph explanation (used by `config default` and `--help`). */
+  doc: string;
+}
+
+/** Every key, in the order `config default` prints them. */
+export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
+  pool_name: {
+    type: "string",
+    flag: "pool-name",
+    doc: "Name of an existing device-mapper thin-pool (under /dev/mapper, no prefix). Required.",
+  },
+  root_path: {
+    type: "string",
+    flag: "root-path",
+    doc: "Absolute path of the directory holding the metadata database.",
+  },
+  base_image_size: {
+    type: "size",
+    flag: "base-image-size",
+    doc: "Virtual size of every thin device, 1024-based units " +
+      '("10GB" = 10 GiB, "512Mb" = 512 MiB; a bare number is bytes).',
+  },
+  fs_type: {
+    type: "string",
+    flag: "fs-type",
+    doc: `Filesystem made on parentless devices: ${FS_TYPES.join(", ")} (empty = ext4).`,
+  },
+  fs_options: {
+    type: "string",
+    flag: "fs-options",
+    doc: "Extended options passed to mkfs as `-E <value>` (ext4 and ext2 only; empty = defaults).",
+  },
+  async_remove: {
+    type: "boolean",
+    flag: "async-remove",
+    doc: "Remove only marks devices deleted; Cleanup (run after containerd's GC) deletes them.",
+  },
+  discard_blocks: {
+    type: "boolean",
+    flag: "discard-blocks",
+    doc:
+      "Discard a device's blocks (blkdiscard) before deleting it, returning space to the pool's " +
+      "backing store.",
+  },
+  address: {
+    type: "string",
+    flag: "address",
+    doc: "Unix socket to serve the gRPC snapshots API on (a path or unix:// address). " +
+      "Point containerd's [proxy_plugins.<name>] address at it.",
+  },
+  log_level: {
+    type: "string",
+    flag: "log-level",
+    doc: `Log level: ${LEVELS.join(", ")}.`,
+  },
+};
+
+/** Default value of every key, as it would be written in the file ("" pool_name = unset). */
+export const DEFAULT_VALUES: Readonly<Record<ConfigKey, string | boolean>> = {
+  pool_name: "",
+  root_path: DEFAULT_ROOT_PATH,
+  base_image_size: DEFAULT_BASE_IMAGE_SIZE,
+  fs_type: DEFAULT_FS_TYPE,
+  fs_options: "",
+  async_remove: false,
+  discard_blocks: false,
+  address: DEFAULT_ADDRESS,
+  log_level: DEFAULT_LOG_LEVEL,
+};
+
+/** True when `key` is a config key. */
+export function isConfigKey(key: string): key is ConfigKey {
+  return Object.hasOwn(CONFIG_KEYS, key);
+}
+
+/** One set of values and where they came from. */
+export interface ConfigLayer {
+  /** Where the values came from: a file path, or "command line". */
+  source: string;
+  /** Raw values by config key (from TOML or flags). */
+  values: Readonly<Record<string, unknown>>;
+  /** Values came from flags: report keys as `--flag`, resolve relative paths against cwd. */
+  fromFlags?: boolean;
+}
+
+/** One configuration problem. */
+export interface ConfigProblem {
+  /** File path or "command line". */
+  source: string;
+  /** The key (or `--flag` for flags). */
+  key: string;
+  message: string;
+}
+
+/** The configuration is invalid; `problems` lists every problem found. */
+export class ConfigError extends Error {
+  /** Every problem, in key order. */
+  readonly problems: readonly ConfigProblem[];
+  /** Creates the error. */
+  constructor(problems: readonly ConfigProblem[], options?: ErrorOptions) {
+    super(formatProblems(problems), options);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/** `Invalid configuration: <source>: <key>: <message>; ...` (one problem per line). */
+export function formatProblems(problems: readonly ConfigProblem[]): string {
+  const lines = problems.map((p) => `${p.source}: ${p.key ? p.key + ": " : ""}${p.message}`);
+  return lines.length === 1
+    ? `Invalid configuration: ${lines[0]}`
+    : `Invalid configuration (${lines.length} problems):\n  ${lines.join("\n  ")}`;
+}
+
+function typeName(value: unknown): string {
+  if (Array.isArray(value)) return "array";
+  if (value === null) return "null";
+  if (value instanceof Date) return "date";
+  return typeof value === "object" ? "table" : typeof value;
+}
+
+interface Picked {
+  value: unknown;
+  layer: ConfigLayer;
+}
+
+/**
+ * Merges `layers` (later wins) onto the defaults and validates the result. Reports unknown keys,
+ * wrong types and invalid values of every layer in one {@linkcode ConfigError}.
+ */
+export function resolveConfig(layers: readonly ConfigLayer[]): Config {
+  const problems: ConfigProblem[] = [];
+  const picked = new Map<ConfigKey, Picked>();
+  const defaults: ConfigLayer = { source: "defaults", values: DEFAULT_VALUES };
+  for (const key of Object.keys(CONFIG_KEYS) as ConfigKey[]) {
+    picked.set(key, { value: DEFAULT_VALUES[key], layer: defaults });
+  }
+  for (const layer of layers) {
+    const unknown = Object.keys(layer.values).filter((k) => !isConfigKey(k));
+    if (unknown.length > 0) {
+      problems.push({
+        source: layer.source,
+        key: "",
+        message: `unknown key${unknown.length > 1 ? "s" : ""} ${
+          unknown.map((k) => JSON.stringify(k)).join(", ")
+        } (known keys: ${Object.keys(CONFIG_KEYS).join(", ")})`,
+      });
+    }
+    for (const [key, value] of Object.entries(layer.values)) {
+      if (isConfigKey(key) && value !== undefined) picked.set(key, { value, layer });
+    }
+  }
+
+  const where = (key: ConfigKey) => {
+    const { layer } = picked.get(key)!;
+    return { source: layer.source, key: layer.fromFlags ? `--${CONFIG_KEYS[key].flag}` : key };
+  };
+  const fail = (key: ConfigKey, message: string) => problems.push({ ...where(key), message });
+
+  const str = (key: ConfigKey): string | undefined => {
+    const { value } = picked.get(key)!;
+    if (typeof value === "string") return value;
+    fail(key, `must be a string, not ${typeName(value)}`);
+    return undefined;
+  };
+  const bool = (key: ConfigKey): boolean => {
+    const { value } = picked.get(key)!;
+    if (typeof value === "boolean") return value;
+    if (typeof value === "string" && (value === "true" || value === "false")) {
+      return value === "true";
+    }
+    fail(key, `must be true or false, not ${typeName(value)} ${JSON.stringify(value)}`);
+    return false;
+  };
+  const path = (key: ConfigKey): string => {
+    const value = str(key);
+    if (value === undefined) return "";
+    if (value === "") {
+      fail(key, "is required");
+      return "";
+    }
+    if (isAbsolute(value)) return value;
+    if (picked.get(key)!.layer.fromFlags) return resolve(value);
+    fail(key, `must be an absolute path, not ${JSON.stringify(value)}`);
+    return value;
+  };
+
+  const poolName = str("pool_name") ?? "";
+  if (poolName === "") fail("pool_name", "is required (name of an existing thin-pool)");
+  else {
+    try {
+      validateDeviceName(poolName);
+    } catch (err) {
+      fail("pool_name", errorMessage(err));
+    }
+  }
+
+  const rootPath = path("root_path");
+
+  let fsType: FsType = DEFAULT_FS_TYPE;
+  const fsText = str("fs_type");
+  if (fsText !== undefined && fsText !== "") {
+    if (isFsType(fsText)) fsType = fsText;
+    else {
+      fail(
+        "fs_type",
+        `unsupported filesystem type ${JSON.stringify(fsText)} (use ${FS_TYPES.join(", ")})`,
+      );
+    }
+  }
+
+  const fsOptions = str("fs_options") ?? "";
+  if (fsOptions !== "" && fsType === "xfs") {
+    fail("fs_options", `only used with ext4 and ext2, but fs_type is "xfs"`);
+  }
+
+  let baseImageSize = 0;
+  const sizeValue = picked.get("base_image_size")!.value;
+  if (typeof sizeValue === "number" && Number.isSafeInteger(sizeValue)) baseImageSize = sizeValue;
+  else if (typeof sizeValue === "string") {
+    try {
+      baseImageSize = parseSize(sizeValue.trim());
+    } catch (err) {
+      fail(
+        "base_image_size",
+        `failed to parse base image size '${sizeValue}': ${errorMessage(err)}`,
+      );
+      baseImageSize = -1;
+    }
+  } else {
+    fail("base_image_size", `must be a size string like "10GB", not ${typeName(sizeValue)}`);
+    baseImageSize = -1;
+  }
+  if (baseImageSize === 0) fail("base_image_size", "must be greater than zero");
+  else if (baseImageSize > 0 && baseImageSize % 512 !== 0) {
+    fail("base_image_size", `${baseImageSize} bytes is not a multiple of 512 (one sector)`);
+  } else if (fsType === "xfs" && baseImageSize > 0 && baseImageSize < MIN_XFS_SIZE) {
+    fail("base_image_size", `xfs needs at least 300MiB, got ${baseImageSize} bytes`);
+  }
+
+  const asyncRemove = bool("async_remove");
+  const discardBlocks = bool("discard_blocks");
+
+  let address = "";
+  const addressText = str("address");
+  if (addressText !== undefined) {
+    if (addressText === "") fail("address", "is required");
+    else {
+      try {
+        const fromFlags = picked.get("address")!.layer.fromFlags === true;
+        address = socketPath(addressText);
+        const bare = addressText.replace(/^unix:(\/\/)?/, "");
+        if (!fromFlags && !isAbsolute(bare)) {
+          fail("address", `must be an absolute socket path, not ${JSON.stringify(addressText)}`);
+        }
+      } catch (err) {
+        fail("address", errorMessage(err));
+      }
+    }
+  }
+
+  let logLevel: Level = DEFAULT_LOG_LEVEL;
+  const levelText = str("log_level");
+  if (levelText !== undefined) {
+    if (isLevel(levelText)) logLevel = levelText;
+    else fail("log_level", `unknown level ${JSON.stringify(levelText)} (use ${LEVELS.join(", ")})`);
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    rootPath,
+    poolName,
+    baseImageSize,
+    fsType,
+    fsOptions,
+    asyncRemove,
+    discardBlocks,
+    address,
+    logLevel,
+  };
+}

@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import {
+  type Config,
+  CONFIG_KEYS,
+  ConfigError,
+  type ConfigProblem,
+  DEFAULT_ADDRESS,
+  DEFAULT_ROOT_PATH,
+  DEFAULT_VALUES,
+  resolveConfig,
+} from "./config.ts";
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+function resolveFile(values: Record<string, unknown>, flags?: Record<string, unknown>): Config {
+  const layers = [{ source: "/etc/x.toml", values }];
+  if (flags) layers.push({ source: "command line", values: flags, fromFlags: true } as never);
+  return resolveConfig(layers);
+}
+
+function problems(
+  values: Record<string, unknown>,
+  flags?: Record<string, unknown>,
+): ConfigProblem[] {
+  try {
+    resolveFile(values, flags);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
+    return [...err.problems];
+  }
+  assert.fail("expected a ConfigError");
+}
+
+Deno.test("defaults: only pool_name must be given", () => {
+  assert.deepEqual(resolveFile({ pool_name: "pool" }), {
+    rootPath: DEFAULT_ROOT_PATH,
+    poolName: "pool",
+    baseImageSize: 10 * GiB,
+    fsType: "ext4",
+    fsOptions: "",
+    asyncRemove: false,
+    discardBlocks: false,
+    address: DEFAULT_ADDRESS,
+    logLevel: "info",
+  });
+  assert.equal(DEFAULT_ROOT_PATH, "/var/lib/devmapper-snapshotter");
+  assert.equal(DEFAULT_ADDRESS, "/run/devmapper-snapshotter/devmapper-snapshotter.sock");
+  assert.deepEqual(Object.keys(DEFAULT_VALUES).sort(), Object.keys(CONFIG_KEYS).sort());
+});
+
+Deno.test("every key set in the file is used", () => {
+  assert.deepEqual(
+    resolveFile({
+      root_path: "/data/snap",
+      pool_name: "thin",
+      base_image_size: "512Mb",
+      async_remove: true,
+      discard_blocks: true,
+      fs_type: "ext2",
+      fs_options: "stride=8",
+      address: "unix:///run/s.sock",
+      log_level: "debug",
+    }),
+    {
+      rootPath: "/data/snap",
+      poolName: "thin",
+      baseImageSize: 512 * MiB,
+      fsType: "ext2",
+      fsOptions: "stride=8",
+      asyncRemove: true,
+      discardBlocks: true,
+      address: "/run/s.sock",
+      logLevel: "debug",
+    },
+  );
+});
+
+Deno.test("sizes use parseSize's 1024-based rules", () => {
+  const size = (v: unknown) => resolveFile({ pool_name: "p", base_image_size: v }).baseImageSize;
+  assert.equal(size("10GB"), 10 * GiB);
+  assert.equal(size("16Mb"), 16 * MiB);
+  assert.equal(size("8192MB"), 8 * GiB);
+  assert.equal(size("1.5g"), 1.5 * GiB);
+  assert.equal(size("1 GiB"), GiB);
+  assert.equal(size("1048576"), MiB);
+  assert.equal(size(2 * MiB), 2 * MiB, "a TOML integer is bytes");
+});
+
+Deno.test("size errors: unparsable, empty, zero, not sector-aligned, wrong type", () => {
+  const one = (v: unknown) => {
+    const p = problems({ pool_name: "p", base_image_size: v });
+    assert.equal(p.length, 1, JSON.stringify(p));
+    assert.equal(p[0].key, "base_image_size");
+    assert.equal(p[0].source, "/etc/x.toml");
+    return p[0].message;
+  };
+  assert.match(one("10 parsecs"), /failed to parse base image size '10 parsecs': invalid suffix/);
+  assert.match(one("ten"), /failed to parse base image size 'ten': invalid size/);
+  assert.match(one(""), /failed to parse base image size '': invalid size/);
+  assert.match(one("0"), /must be greater than zero/);
+  assert.match(one("1000"), /1000 bytes is not a multiple of 512/);
+  assert.match(one(true), /must be a size string like "10GB", not boolean/);
+  assert.match(one(1.5), /must be a size string/);
+});
+
+Deno.test("pool_name: required, and must be a valid device-mapper name", () => {
+  assert.deepEqual(problems({}), [{
+    source: "defaults",
+    key: "pool_name",
+    message: "is required (name of an existing thin-pool)",
+  }]);
+  const [p] = problems({ pool_name: "a/b" });
+  assert.equal(p.key, "pool_name");
+  assert.match(p.message, /Invalid device-mapper name "a\/b": contains '\/'/);
+  assert.match(problems({ pool_name: "-x" })[0].message, /starts with '-'/);
+  assert.match(problems({ pool_name: 7 })[0].message, /must be a string, not number/);
+});
+
+Deno.test("fs_type: empty means ext4; unknown rejected; xfs rules", () => {
+  assert.equal(resolveFile({ pool_name: "p", fs_type: "" }).fsType, "ext4");
+  assert.equal(resolveFile({ pool_name: "p", fs_type: "xfs" }).fsType, "xfs");
+  const [bad] = problems({ pool_name: "p", fs_type: "btrfs" });
+  assert.equal(bad.key, "fs_type");
+  assert.match(bad.message, /unsupported filesystem type "btrfs" \(use ext4, ext2, xfs\)/);
+  const [opts] = problems({ pool_name: "p", fs_type: "xfs", fs_options: "x=1" });
+  assert.equal(opts.key, "fs_options");
+  assert.match(opts.message, /only used with ext4 and ext2/);
+  const [small] = problems({ pool_name: "p", fs_type: "xfs", base_image_size: "256MB" });
+  assert.equal(small.key, "base_image_size");
+  assert.match(small.message, /xfs needs at least 300MiB/);
+});
+
+Deno.test("booleans must be booleans (flags may say true/false)", () => {
+  const [p] = problems({ pool_name: "p", async_remove: "yes" });
+  assert.equal(p.key, "async_remove");
+  assert.match(p.message, /must be true or false, not string "yes"/);
+  assert.match(problems({ pool_name: "p", discard_blocks: 1 })[0].message, /not number 1/);
+  const c = resolveFile({ pool_name: "p" }, { async_remove: "true", discard_blocks: "false" });
+  assert.equal(c.asyncRemove, true);
+  assert.equal(c.discardBlocks, false);
+});
+
+Deno.test("paths: absolute in the file; relative flag values resolve against cwd", () => {
+  const [root] = problems({ pool_name: "p", root_path: "var/lib/x" });
+  assert.deepEqual(root, {
+    source: "/etc/x.toml",
+    key: "root_path",
+    message: 'must be an absolute path, not "var/lib/x"',
+  });
+  assert.match(problems({ pool_name: "p", root_path: "" })[0].message, /is required/);
+  const [addr] = problems({ pool_name: "p", address: "x.sock" });
+  assert.match(addr.message, /must be an absolute socket path/);
+  const c = resolveFile({ pool_name: "p" }, { root_path: "rel/root", address: "s.sock" });
+  assert.equal(c.rootPath, `${Deno.cwd()}/rel/root`);
+  assert.equal(c.address, `${Deno.cwd()}/s.sock`);
+});
+
+Deno.test("address: only unix sockets, bounded length; log_level: known levels", () => {
+  assert.match(problems({ pool_name: "p", address: "tcp://1.2.3.4:5" })[0].message, /only unix/);
+  assert.match(
+    problems({ pool_name: "p", address: "/" + "x".repeat(200) })[0].message,
+    /the limit is 107/,
+  );
+  assert.match(problems({ pool_name: "p", address: "" })[0].message, /is required/);
+  const [lvl] = problems({ pool_name: "p", log_level: "verbose" });
+  assert.equal(lvl.key, "log_level");
+  assert.match(lvl.message, /unknown level "verbose" \(use trace, debug, info, warn, error\)/);
+});
+
+Deno.test("unknown keys are listed together, and tables are unknown keys too", () => {
+  const p = problems({ pool_name: "p", pool: "x", data_device: "/dev/sdb", plugins: {} });
+  assert.equal(p.length, 1);
+  assert.equal(p[0].source, "/etc/x.toml");
+  assert.match(p[0].message, /^unknown keys "pool", "data_device", "plugins" \(known keys: /);
+});
+
+Deno.test("every problem is reported at once, each with key and source", () => {
+  let error: ConfigError | undefined;
+  try {
+    resolveFile({
+      pool_name: "",
+      root_path: "rel",
+      base_image_size: "big",
+      fs_type: "zfs",
+      async_remove: "no",
+      discard_blocks: 0,
+      address: "tcp://x",
+      log_level: "loud",
+      bogus: 1,
+    });
+  } catch (err) {
+    error = err as ConfigError;
+  }
+  assert.ok(error instanceof ConfigError);
+  assert.deepEqual(error.problems.map((p) => p.key), [
+    "",
+    "pool_name",
+    "root_path",
+    "fs_type",
+    "base_image_size",
+    "async_remove",
+    "discard_blocks",
+    "address",
+    "log_level",
+  ]);
+  assert.ok(error.problems.every((p) => p.source === "/etc/x.toml"));
+  assert.match(error.message, /^Invalid configuration \(9 problems\):\n {2}\/etc\/x\.toml: /);
+  assert.match(error.message, /\/etc\/x\.toml: fs_type: unsupported filesystem type "zfs"/);
+});
+
+Deno.test("flags override the file and are reported as --flags", () => {
+  const c = resolveFile(
+    { pool_name: "file-pool", base_image_size: "1GB", log_level: "warn" },
+    { pool_name: "flag-pool", base_image_size: "2GB", log_level: undefined },
+  );
+  assert.equal(c.poolName, "flag-pool");
+  assert.equal(c.baseImageSize, 2 * GiB);
+  assert.equal(c.logLevel, "warn", "an undefined flag does not override");
+  const p = problems({ pool_name: "p", fs_type: "btrfs" }, {
+    base_image_size: "x",
+    fs_type: "ext4",
+  });
+  assert.deepEqual(p, [{
+    source: "command line",
+    key: "--base-image-size",
+    message: "failed to parse base image size 'x': invalid size: 'x'",
+  }]);
+});
