@@ -295,6 +295,16 @@ export async function destroyLoopPool(o: DestroyLoopPoolOptions): Promise<Destro
         } (use force to deactivate them)`,
       );
     }
+    if (thins.length > 0) {
+      // refuse before changing anything when one of them is in use
+      const infos = await o.dm.infoAll();
+      const busy = thins.find((dev) => (infos.get(dev)?.openCount ?? 0) > 0);
+      if (busy) {
+        throw new FailedPreconditionError(
+          `${prefix}: thin device "${busy}" is in use (mounted or open)`,
+        );
+      }
+    }
     for (const dev of thins) {
       try {
         await o.dm.remove(dev);
