@@ -16,7 +16,7 @@ import { silentLogger } from "../log.ts";
 export interface RunOptions {
   /** Written to the command's stdin, which is then closed. Without it stdin is `/dev/null`. */
   stdin?: string | Uint8Array;
-  /** Kill the command (SIGKILL) after this many milliseconds and throw {@linkcode CommandTimeoutError}. */
+  /** Kill the command (SIGTERM) after this many milliseconds and throw {@linkcode CommandTimeoutError}. */
   timeoutMs?: number;
 }
 
