@@ -50,6 +50,8 @@ export interface ContainerdOptions {
   namespace?: string;
   /** containerd log level (default `info`). */
   logLevel?: string;
+  /** Extra `[plugins."<id>"]` settings, e.g. for `io.containerd.gc.v1.scheduler`. */
+  pluginSettings?: Record<string, Record<string, unknown>>;
   /** How long to wait for the socket after start (default 20 s). */
   startTimeoutMs?: number;
 }
@@ -129,10 +131,12 @@ export function containerdConfig(opts: {
   devmapper?: BuiltinDevmapperConfig;
   proxySnapshotters?: Record<string, string>;
   logLevel?: string;
+  pluginSettings?: Record<string, Record<string, unknown>>;
 }): string {
   const disabled = [...DISABLED_PLUGINS];
   const plugins: Record<string, unknown> = {
     "io.containerd.runtime.v2.task": { platforms: ["linux/amd64"] },
+    ...opts.pluginSettings,
   };
   if (opts.devmapper) {
     const dm = opts.devmapper;
@@ -231,6 +235,7 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
       devmapper: options.devmapper,
       proxySnapshotters: options.proxySnapshotters,
       logLevel: options.logLevel,
+      pluginSettings: options.pluginSettings,
     }),
   );
   const state: { child?: Deno.ChildProcess; log?: Deno.FsFile } = {};

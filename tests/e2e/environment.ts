@@ -8,7 +8,11 @@
 import { createTestPool, type TestPool } from "../kernel/fixtures.ts";
 import { type Containerd, removeTree, startContainerd } from "./containerd.ts";
 import type { ScenarioContext } from "./scenario.ts";
-import { type SnapshotterServer, startSnapshotterServer } from "./snapshotter_server.ts";
+import {
+  type SnapshotterServer,
+  type SnapshotterServerOptions,
+  startSnapshotterServer,
+} from "./snapshotter_server.ts";
 
 /** containerd's name for the built-in snapshotter. */
 export const BUILTIN_SNAPSHOTTER = "devmapper";
@@ -29,6 +33,8 @@ export interface E2eEnvOptions {
   baseImageSize?: string;
   /** Progress lines. */
   log?(message: string): void;
+  /** Runs a stand-in instead of `main.ts serve` (see {@linkcode SnapshotterServerOptions}). */
+  serverCommand?: SnapshotterServerOptions["command"];
 }
 
 /** What {@linkcode startE2eEnv} set up. */
@@ -74,6 +80,7 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
           poolName: proxyPool.name,
           rootPath: `${dir}/dmsnap/root`,
           baseImageSize,
+          command: options.serverCommand,
         }),
       );
       log(`our snapshotter server is listening on ${server.socket}`);

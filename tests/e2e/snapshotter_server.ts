@@ -35,6 +35,11 @@ export interface SnapshotterServerOptions extends ServerPoolConfig {
   startTimeoutMs?: number;
   /** Extra environment for the server. */
   env?: Record<string, string>;
+  /**
+   * Replaces the server's argv (default: `deno` + {@linkcode serveArgs}); gets the config
+   * path and socket. For running the harness against a stand-in server.
+   */
+  command?: (configPath: string, socket: string) => string[];
 }
 
 /** A running snapshotter server. */
@@ -111,7 +116,9 @@ async function socketAccepts(path: string): Promise<boolean> {
 export async function startSnapshotterServer(
   options: SnapshotterServerOptions,
 ): Promise<SnapshotterServer> {
-  await requireServerEntryPoint();
+  if (!options.command) await requireServerEntryPoint();
+  const argv = (configPath: string, socket: string) =>
+    options.command?.(configPath, socket) ?? [Deno.execPath(), ...serveArgs(configPath, socket)];
   await Deno.mkdir(options.dir, { recursive: true });
   const socket = join(options.dir, "snapshotter.sock");
   const configPath = join(options.dir, "snapshotter.toml");
@@ -162,8 +169,9 @@ export async function startSnapshotterServer(
     if (state.child) throw new SnapshotterServerError("Cannot start the server: already running");
     await Deno.remove(socket).catch(() => {});
     const log = await Deno.open(logPath, { create: true, append: true });
-    const child = new Deno.Command(Deno.execPath(), {
-      args: serveArgs(configPath, socket),
+    const [program, ...args] = argv(configPath, socket);
+    const child = new Deno.Command(program, {
+      args,
       cwd: REPO_ROOT,
       env: options.env,
       stdin: "null",
@@ -191,7 +199,7 @@ export async function startSnapshotterServer(
       : `no socket after ${startTimeoutMs} ms`;
     await stop().catch(() => {});
     throw new SnapshotterServerError(
-      `Cannot start the snapshotter server (deno ${serveArgs(configPath, socket).join(" ")}): ` +
+      `Cannot start the snapshotter server (${argv(configPath, socket).join(" ")}): ` +
         `${why}\n${await logTail(3000)}`,
     );
   }
