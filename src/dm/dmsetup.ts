@@ -5,8 +5,8 @@
  * - `create` guarantees `/dev/mapper/<name>` exists afterwards (falls back to
  *   `dmsetup mknodes <name>` only when the node is missing).
  * - `remove` never uses `--force` (it would swap an error table under a mounted filesystem).
- * - EBUSY on `remove`/`suspend` is retried a few times with a short backoff; nothing else is
- *   retried.
+ * - EBUSY on `remove`/`suspend` is retried a few times with a short backoff (for `remove`
+ *   with `retry`, dmsetup's own `--retry` does it instead); nothing else is retried.
  * - A message is always one argv element.
  *
  * @module
@@ -245,8 +245,9 @@ export class Dmsetup implements DeviceMapper {
   }
 
   /**
-   * `dmsetup remove [--retry] [--deferred] <name>` (never `--force`); EBUSY retried a few
-   * times. ENXIO when the device does not exist.
+   * `dmsetup remove [--retry] [--deferred] <name>` (never `--force`). ENXIO when the device
+   * does not exist. EBUSY is retried `busyAttempts` times with a short backoff; with `retry`,
+   * dmsetup's own `--retry` loop (about 5 s) is used instead, once, so the two never multiply.
    */
   async remove(name: string, options: RemoveOptions = {}): Promise<void> {
     validateDeviceName(name);
@@ -254,7 +255,8 @@ export class Dmsetup implements DeviceMapper {
     if (options.retry) args.push("--retry");
     if (options.deferred) args.push("--deferred");
     args.push(name);
-    await this.#retryBusy("remove", () => this.#run(args));
+    if (options.retry) await this.#run(args);
+    else await this.#retryBusy("remove", () => this.#run(args));
   }
 
   /** `dmsetup message <name> <sector> <message>` (message is one argv element); returns the reply. */

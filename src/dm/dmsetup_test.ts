@@ -35,6 +35,15 @@ Deno.test("dmsetup unit: EBUSY on remove gives up after busyAttempts", async () 
   assert.ok(!r.argvs().flat().includes("--force"));
 });
 
+Deno.test("dmsetup unit: remove with retry uses dmsetup --retry once, not both loops", async () => {
+  const r = new FakeRunner().on(["dmsetup", "remove"], { code: 1, stderr: BUSY });
+  await assert.rejects(
+    dm(r).remove("d", { retry: true }),
+    (e: unknown) => e instanceof DmError && e.errno === "EBUSY",
+  );
+  assert.deepEqual(r.argvs(), [["dmsetup", "remove", "--retry", "d"]]);
+});
+
 Deno.test("dmsetup unit: suspend EBUSY retried; other errors are not retried", async () => {
   const r = new FakeRunner()
     .failOnce(
