@@ -54,6 +54,7 @@ export type Operator = "present" | "==" | "!=" | "~=";
 export interface Selector {
   /** The field path, unquoted, e.g. `["labels", "containerd.io/gc.root"]`. */
   readonly fieldpath: readonly string[];
+  /** How the field is compared with `value`. */
   readonly operator: Operator;
   /** The unquoted value; "" for `present`. */
   readonly value: string;
