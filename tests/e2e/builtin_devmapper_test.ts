@@ -2,6 +2,7 @@
  * The end-to-end scenario against containerd's built-in devmapper snapshotter: the reference
  * behaviour our proxy snapshotter must match (see `proxy_snapshotter_test.ts`).
  */
+import assert from "node:assert/strict";
 import { requireKernel } from "../kernel/fixtures.ts";
 import { BUILTIN_SNAPSHOTTER, startE2eEnv } from "./environment.ts";
 import { buildTestImage } from "./image.ts";
@@ -19,6 +20,8 @@ Deno.test("e2e: containerd's built-in devmapper snapshotter runs the parity scen
     });
     console.log(JSON.stringify({ thinDevices: outcome.thinDevices, ms: outcome.timingsMs }));
     assertScenarioOutcome(outcome, image);
+    // The built-in snapshotter keeps no device of its own: the pool ends empty.
+    assert.equal(outcome.idleThinDevices, 0);
   } finally {
     await Deno.remove(imageDir, { recursive: true });
   }

@@ -107,6 +107,8 @@ export interface Containerd extends AsyncDisposable {
   namespace: string;
   /** Whether the daemon is currently running. */
   readonly running: boolean;
+  /** Process id of the daemon while it runs. */
+  readonly pid: number | undefined;
   /** Runs `ctr --address <sock> -n <ns> <args>`. */
   ctr(args: string[], options?: CtrOptions): Promise<CtrResult>;
   /** Starts the daemon again after {@linkcode stop}. */
@@ -379,6 +381,9 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
     namespace,
     get running() {
       return state.child !== undefined;
+    },
+    get pid() {
+      return state.child?.pid;
     },
     ctr,
     start,

@@ -111,8 +111,12 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
         thinIds: () => pool.thinIds(),
         restart: async () => {
           await ctd.stop();
-          await srv.restart();
-          await ctd.start();
+          try {
+            await srv.restart();
+          } finally {
+            // containerd comes back even when the server does not, for later steps' sake.
+            await ctd.start();
+          }
         },
         idPrefix: PROXY_SNAPSHOTTER,
         log,
