@@ -60,6 +60,8 @@ export class ThinPool {
   readonly #log: Logger;
   readonly #discardBlocks: boolean;
   readonly #idAttempts: number;
+  /** `major:minor` of devices seen active, by name (see {@linkcode ThinPool.isActive}). */
+  readonly #numbers = new Map<string, string>();
   /** In-flight template builds, by template key (instance state). */
   readonly #templates = new Map<string, Promise<DeviceRecord>>();
 
@@ -196,6 +198,7 @@ export class ThinPool {
         thinTable(this.poolName, device.thinId, device.sizeBytes),
         options,
       );
+      await this.#remember(device.name);
     } catch (err) {
       // EBUSY: a device of that name exists already; fine if it is ours and live.
       if (isErrno(err, "EBUSY") && await this.isActive(device.name)) return;
@@ -213,7 +216,7 @@ export class ThinPool {
   > {
     if (!await this.isActive(device.name)) return;
     try {
-      await this.dm.remove(device.name, { deferred: options.deferred, retry: true });
+      await this.dm.remove(device.name, { deferred: options.deferred });
     } catch (err) {
       if (isErrno(err, "ENXIO") || isErrno(err, "ENODEV")) return;
       throw err;
@@ -261,22 +264,37 @@ export class ThinPool {
     return "mappedSectors" in thin ? thin.mappedSectors * 512 : 0;
   }
 
-  /** True when a dm device called `name` exists (checked through sysfs, no spawn). */
+  /**
+   * True when a dm device called `name` exists, checked through sysfs without a spawn. The
+   * device number comes from `/dev/mapper/<name>` or, when the node is gone (a deferred
+   * removal that is still pending deletes the node at once), from the number remembered when
+   * the device was activated or listed.
+   */
   async isActive(name: string): Promise<boolean> {
-    let rdev: number | null;
+    let number = this.#numbers.get(name);
     try {
-      rdev = (await Deno.stat(devicePath(name))).rdev;
+      const rdev = (await Deno.stat(devicePath(name))).rdev;
+      if (rdev) number = deviceNumber(rdev);
     } catch {
-      return false;
+      // no node: rely on the remembered number
     }
-    if (!rdev) return false;
-    const major = Math.floor(rdev / 256) & 0xfff;
-    const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
+    if (!number) return false;
     try {
-      const text = await Deno.readTextFile(`/sys/dev/block/${major}:${minor}/dm/name`);
-      return text.trim() === name;
+      const text = await Deno.readTextFile(`/sys/dev/block/${number}/dm/name`);
+      if (text.trim() === name) return true;
     } catch {
-      return false;
+      // no such device any more
+    }
+    this.#numbers.delete(name);
+    return false;
+  }
+
+  async #remember(name: string): Promise<void> {
+    try {
+      const rdev = (await Deno.stat(devicePath(name))).rdev;
+      if (rdev) this.#numbers.set(name, deviceNumber(rdev));
+    } catch {
+      // the dm layer guarantees the node; nothing to remember otherwise
     }
   }
 
@@ -284,7 +302,9 @@ export class ThinPool {
   async activeDevices(): Promise<Map<string, DeviceInfo>> {
     const all = await this.dm.infoAll();
     const prefix = `${this.poolName}-dms-`;
-    return new Map([...all].filter(([name]) => name.startsWith(prefix)));
+    const ours = new Map([...all].filter(([name]) => name.startsWith(prefix)));
+    for (const [name, info] of ours) this.#numbers.set(name, `${info.major}:${info.minor}`);
+    return ours;
   }
 
   /**
@@ -343,4 +363,11 @@ export class ThinPool {
     });
     return { ...device, state: "ready" };
   }
+}
+
+/** `major:minor` of a Linux device number (`st_rdev`). */
+export function deviceNumber(rdev: number): string {
+  const major = (Math.floor(rdev / 256) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
+  return `${major}:${minor}`;
 }
