@@ -7,7 +7,7 @@
 import { join } from "node:path";
 import { createTestPool, sh, shTry, type TestPool, type TestPoolOptions } from "./fixtures.ts";
 import {
-  DevmapperSnapshotter,
+  type DevmapperSnapshotter,
   openSnapshotter,
   type SnapshotterSettings,
 } from "../../src/snapshotter.ts";
