@@ -170,10 +170,12 @@ function readText(path: string): string {
   }
 }
 
-/** Copies what is appended to `path` to `out` until `stop()` resolves. */
-async function tail(path: string, out: Deno.Writer & { writeSync(p: Uint8Array): number }, done: {
-  value: boolean;
-}): Promise<void> {
+/** Copies what is appended to `path` to `out` until `done.value` turns true. */
+async function tail(
+  path: string,
+  out: { writeSync(p: Uint8Array): number },
+  done: { value: boolean },
+): Promise<void> {
   let offset = 0;
   const buf = new Uint8Array(64 * 1024);
   while (true) {
