@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 (x86-64) machine lacks to build, test and demo this
+# project: Debian packages (user-mode Linux kernel, device-mapper and filesystem tools,
+# containerd, runc, a C compiler for the UML ptrace shim) and the pinned Deno from npm.
+# Idempotent: installed packages are skipped. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(user-mode-linux kmod dmsetup thin-provisioning-tools e2fsprogs xfsprogs
+  containerd runc busybox-static gcc libc6-dev util-linux mount)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Deno, pinned in tools/deno/package-lock.json, from the npm registry.
+if ! tools/deno/node_modules/deno/deno --version 2>/dev/null | grep -q "^deno 2.8.3 "; then
+  (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error)
+fi
+tools/deno/node_modules/deno/deno install --frozen --quiet
+tools/deno/node_modules/deno/deno --version | head -1
