@@ -36,7 +36,8 @@ import {
   type SnapshotRecord,
 } from "./metadata/store.ts";
 import { type Formatter, type FsType, ThinPool } from "./pool/thin_pool.ts";
-import type { DeviceMapper, TargetStatus } from "./dm/types.ts";
+import type { DeviceMapper, PoolStatus, TargetStatus } from "./dm/types.ts";
+import { checkPoolHealth } from "./dm/pool_health.ts";
 import { devicePath } from "./dm/types.ts";
 import { isErrno } from "./dm/errors.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -79,8 +80,11 @@ export interface OperationStats {
 
 const KIND_WORD: Record<Kind, string> = { active: "active", view: "view", committed: "committed" };
 
-/** How long one `dmsetup status` of all thin devices serves Usage calls. */
-const USAGE_CACHE_MS = 1000;
+/**
+ * How long one `dmsetup status` of all devices serves Usage calls and the pool health check
+ * before Prepare/View: at most one status spawn per second however many calls there are.
+ */
+const STATUS_CACHE_MS = 1000;
 
 /** Opens the store, checks the pool, reconciles, and returns a ready snapshotter. */
 export async function openSnapshotter(options: SnapshotterOptions): Promise<DevmapperSnapshotter> {
@@ -106,7 +110,7 @@ export class DevmapperSnapshotter implements Snapshotter {
   readonly #stats = new Map<string, OperationStats>();
   /** What the reconciliation at start did. */
   lastReconcile: ReconcileReport | undefined;
-  #usageCache: { at: number; status: Promise<Map<string, TargetStatus[]>> } | undefined;
+  #statusCache: { at: number; status: Promise<Map<string, TargetStatus[]>> } | undefined;
   #closed = false;
 
   /** Use {@linkcode openSnapshotter}. */
@@ -231,6 +235,7 @@ export class DevmapperSnapshotter implements Snapshotter {
     if (parent) validateKey(parent, "parent");
     validateLabels(labels);
     const p = this.#checkNew(kind, key, parent);
+    await this.#checkPoolHealth(`cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
     const fsType = (p?.fsType ?? this.#settings.fsType) as FsType;
     const sizeBytes = p?.sizeBytes ?? this.#settings.baseImageSize;
     const originId = p ? p.thinId : (await this.#template(fsType, sizeBytes)).thinId;
@@ -468,7 +473,7 @@ export class DevmapperSnapshotter implements Snapshotter {
       let bytes = s.usageBytes;
       if (s.kind !== "committed") {
         const name = this.#store.getDevice(s.thinId)?.name ?? this.pool.deviceName(s.thinId);
-        const line = (await this.#thinStatus()).get(name)?.[0];
+        const line = (await this.#deviceStatus()).get(name)?.[0];
         if (line && "mappedSectors" in line) bytes = line.mappedSectors * 512;
         else bytes = await this.pool.mappedBytes({ name });
       }
@@ -476,15 +481,27 @@ export class DevmapperSnapshotter implements Snapshotter {
     });
   }
 
-  /** Status of all thin devices, shared by Usage calls within {@link USAGE_CACHE_MS}. */
-  #thinStatus(): Promise<Map<string, TargetStatus[]>> {
+  /** Status of all dm devices, shared for {@link STATUS_CACHE_MS}. */
+  #deviceStatus(): Promise<Map<string, TargetStatus[]>> {
     const now = performance.now();
-    if (!this.#usageCache || now - this.#usageCache.at > USAGE_CACHE_MS) {
-      const status = this.pool.dm.statusAll("thin");
-      status.catch(() => (this.#usageCache = undefined));
-      this.#usageCache = { at: now, status };
+    if (!this.#statusCache || now - this.#statusCache.at > STATUS_CACHE_MS) {
+      const status = this.pool.dm.statusAll();
+      status.catch(() => (this.#statusCache = undefined));
+      this.#statusCache = { at: now, status };
     }
-    return this.#usageCache.status;
+    return this.#statusCache.status;
+  }
+
+  /** Refuses new devices on a failed, read-only, full or unchecked pool (cached status). */
+  async #checkPoolHealth(what: string): Promise<void> {
+    const line = (await this.#deviceStatus()).get(this.pool.poolName)?.[0];
+    if (line?.target !== "thin-pool") return; // gone: the dm step reports it
+    try {
+      checkPoolHealth(line as PoolStatus, this.pool.poolName);
+    } catch (err) {
+      this.#statusCache = undefined; // look again next time
+      throw new UnavailableError(`${what}: ${errorMessage(err)}`, { cause: err });
+    }
   }
 
   /** Snapshots matching any of `filters`. */

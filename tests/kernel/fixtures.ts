@@ -76,6 +76,8 @@ export interface TestPoolOptions {
   blockSectors?: number;
   /** Name prefix (default `tpool`). */
   prefix?: string;
+  /** Fail writes at once when the pool is full instead of queueing them. */
+  errorIfNoSpace?: boolean;
 }
 
 /** Creates a fresh thin-pool from sparse files on the guest's tmpfs. */
@@ -98,7 +100,9 @@ export async function createTestPool(options: TestPoolOptions = {}): Promise<Tes
     "create",
     name,
     "--table",
-    `0 ${dataMb * 2048} thin-pool ${metaLoop} ${dataLoop} ${block} 32768 1 skip_block_zeroing`,
+    `0 ${dataMb * 2048} thin-pool ${metaLoop} ${dataLoop} ${block} 32768 ${
+      options.errorIfNoSpace ? "2 skip_block_zeroing error_if_no_space" : "1 skip_block_zeroing"
+    }`,
   );
   const pool: TestPool = {
     name,

@@ -41,7 +41,7 @@ Deno.test("snapshotter: fresh parentless snapshot is empty with root mode 0755",
   // a second parentless snapshot reuses the template: no mkfs, just a thin snapshot
   const before = t.snapshotter.pool.dm.spawns;
   await t.snapshotter.prepare("b", "");
-  assert.ok(t.snapshotter.pool.dm.spawns - before <= 2, "parentless prepare costs ≤ 2 spawns");
+  assert.ok(t.snapshotter.pool.dm.spawns - before <= 3, "parentless prepare costs ≤ 3 spawns");
 });
 
 Deno.test("snapshotter: a 10-layer chain keeps every layer's content, deletes and overwrites", async () => {
@@ -259,10 +259,13 @@ Deno.test("snapshotter: spawns per operation stay below upstream's", async () =>
     await s.remove("c");
   });
   console.log({ prepare, commit, child, view, stat, removeView, removeCommitted });
-  assert.ok(prepare <= 2, `prepare ${prepare}`); // upstream: 2 + mkfs + mount/umount
-  assert.ok(child <= 2, `prepare with parent ${child}`); // upstream ≥ 3 + mount/umount
+  // Prepare/View: create_snap + activation, plus at most one pool status per second
+  // (shared health check): upstream spends 2 + mkfs + mount/umount (parentless) or ≥ 3 +
+  // mount/umount (with parent).
+  assert.ok(prepare <= 3, `prepare ${prepare}`);
+  assert.ok(child <= 3, `prepare with parent ${child}`);
   assert.ok(commit <= 2, `commit ${commit}`); // upstream 5
-  assert.ok(view <= 2, `view ${view}`);
+  assert.ok(view <= 3, `view ${view}`);
   assert.equal(stat, 0);
   assert.ok(removeView <= 2, `remove ${removeView}`); // upstream 3-5
   assert.ok(removeCommitted <= 3, `remove active+committed ${removeCommitted}`);
