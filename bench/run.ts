@@ -34,11 +34,33 @@ async function rssKib(pid: number | undefined): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
+/**
+ * containerd 1.6 collects garbage shortly after any deletion (deletion_threshold 0), after
+ * 100 other metadata changes, and then periodically every (average collection time ×
+ * (1 / pause_threshold − 1)) while deletions are pending. Backend removals would then hide
+ * inside whichever `ctr` call happened to run next. These settings push all automatic
+ * collections out of the run; the workload collects synchronously where it wants to, so
+ * "remove" is containerd's metadata only and "gc" is every backend Remove.
+ */
+const NO_BACKGROUND_GC = {
+  "io.containerd.gc.v1.scheduler": {
+    mutation_threshold: 1_000_000,
+    deletion_threshold: 1_000_000,
+    pause_threshold: 0.000001,
+  },
+};
+
 async function startEnv(wantOurs: boolean, wantBuiltin: boolean): Promise<E2eEnv> {
   const log = (m: string) => console.log(`  ${m}`);
-  if (!wantOurs) return await startE2eEnv({ builtin: true, log });
+  const containerdPluginSettings = NO_BACKGROUND_GC;
+  if (!wantOurs) return await startE2eEnv({ builtin: true, log, containerdPluginSettings });
   try {
-    return await startE2eEnv({ builtin: wantBuiltin, proxy: true, log });
+    return await startE2eEnv({
+      builtin: wantBuiltin,
+      proxy: true,
+      log,
+      containerdPluginSettings,
+    });
   } catch (err) {
     if (!wantBuiltin) throw err;
     console.log(
@@ -46,7 +68,7 @@ async function startEnv(wantOurs: boolean, wantBuiltin: boolean): Promise<E2eEnv
         (err as Error).message.split("\n").slice(0, 4).join("\n  ")
       }\n`,
     );
-    return await startE2eEnv({ builtin: true, log });
+    return await startE2eEnv({ builtin: true, log, containerdPluginSettings });
   }
 }
 

@@ -33,6 +33,8 @@ export interface E2eEnvOptions {
   baseImageSize?: string;
   /** Progress lines. */
   log?(message: string): void;
+  /** Extra containerd plugin settings (see {@linkcode startContainerd}). */
+  containerdPluginSettings?: Record<string, Record<string, unknown>>;
   /** Runs a stand-in instead of `main.ts serve` (see {@linkcode SnapshotterServerOptions}). */
   serverCommand?: SnapshotterServerOptions["command"];
 }
@@ -89,6 +91,7 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
       dir: `${dir}/containerd`,
       devmapper: builtinPool ? { poolName: builtinPool.name, baseImageSize } : undefined,
       proxySnapshotters: server ? { [PROXY_SNAPSHOTTER]: server.socket } : undefined,
+      pluginSettings: options.containerdPluginSettings,
     });
     stack.defer(() => ctd.shutdown());
     log(`containerd is listening on ${ctd.address}`);
