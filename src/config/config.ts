@@ -202,7 +202,11 @@ interface Picked {
 export function resolveConfig(layers: readonly ConfigLayer[]): Config {
   const problems: ConfigProblem[] = [];
   const picked = new Map<ConfigKey, Picked>();
-  const defaults: ConfigLayer = { source: "defaults", values: DEFAULT_VALUES };
+  const file = layers.find((l) => !l.fromFlags);
+  const defaults: ConfigLayer = {
+    source: file ? file.source : "configuration (no config file)",
+    values: DEFAULT_VALUES,
+  };
   for (const key of Object.keys(CONFIG_KEYS) as ConfigKey[]) {
     picked.set(key, { value: DEFAULT_VALUES[key], layer: defaults });
   }
@@ -257,8 +261,9 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
   };
 
   const poolName = str("pool_name") ?? "";
-  if (poolName === "") fail("pool_name", "is required (name of an existing thin-pool)");
-  else {
+  if (poolName === "") {
+    fail("pool_name", "is required: the name of an existing thin-pool (or use --pool-name)");
+  } else {
     try {
       validateDeviceName(poolName);
     } catch (err) {

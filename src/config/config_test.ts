@@ -106,10 +106,14 @@ Deno.test("size errors: unparsable, empty, zero, not sector-aligned, wrong type"
 
 Deno.test("pool_name: required, and must be a valid device-mapper name", () => {
   assert.deepEqual(problems({}), [{
-    source: "defaults",
+    source: "/etc/x.toml",
     key: "pool_name",
-    message: "is required (name of an existing thin-pool)",
+    message: "is required: the name of an existing thin-pool (or use --pool-name)",
   }]);
+  assert.throws(
+    () => resolveConfig([]),
+    /^ConfigError: Invalid configuration: configuration \(no config file\): pool_name: is required/,
+  );
   const [p] = problems({ pool_name: "a/b" });
   assert.equal(p.key, "pool_name");
   assert.match(p.message, /Invalid device-mapper name "a\/b": contains '\/'/);

@@ -1,0 +1,209 @@
+/**
+ * The command line: `serve` (default), `pool create|status|destroy`, `config check|default`,
+ * `version`. Every command takes `--help`; a wrong command line exits 2 with a one-line reason,
+ * a failed command exits 1.
+ *
+ * @module
+ */
+import denoJson from "../../deno.json" with { type: "json" };
+import { type Config, ConfigError } from "../config/config.ts";
+import { defaultConfigToml } from "../config/default_toml.ts";
+import { errorMessage } from "../errors.ts";
+import { createLogger, isLevel, type Level, type Logger } from "../log.ts";
+import type { RunningServer } from "../server/server.ts";
+import { formatSize } from "../size.ts";
+import { configFlagHelp, configFlagOptions, loadConfigFromFlags } from "./config_flags.ts";
+import { runPoolCommand } from "./pool_cmd.ts";
+import { serve, type SnapshotterFactory } from "./serve.ts";
+import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parseFlags, UsageError } from "./usage.ts";
+
+/** Program name in messages. */
+export const PROGRAM = "devmapper-snapshotter";
+/** Version from deno.json. */
+export const VERSION: string = denoJson.version;
+
+/** Where output goes and what `serve` runs; all optional (tests replace them). */
+export interface CliOptions {
+  stdout?: (text: string) => void;
+  stderr?: (text: string) => void;
+  /** Snapshotter factory for `serve` (default: the devmapper snapshotter). */
+  openSnapshotter?: SnapshotterFactory;
+  /** Default config path (tests). */
+  defaultConfigPath?: string;
+  /** Logger destination (default stderr). */
+  logWrite?: (line: string) => void;
+  /** Stops `serve` (tests); signals still work. */
+  stop?: AbortSignal;
+  /** Called when `serve` is listening. */
+  onListening?: (server: RunningServer) => void;
+  /** Signals handled by `serve` (default SIGTERM, SIGINT). */
+  signals?: Deno.Signal[];
+}
+
+const HELP = `Usage: ${PROGRAM} [command] [flags]
+
+containerd snapshotter on device-mapper thin devices, served as a gRPC proxy plugin.
+
+Commands:
+  serve            serve the snapshots API on a unix socket (default command)
+  pool             create, inspect or destroy a loop-file thin-pool (dev/test hosts)
+  config check     validate the configuration and print the effective values
+  config default   print an annotated default config file
+  version          print the version
+
+Run '${PROGRAM} <command> --help' for a command's flags.
+`;
+
+const SERVE_HELP = `Usage: ${PROGRAM} serve [flags]
+
+Serve containerd's snapshots API (containerd.services.snapshots.v1) on a unix socket. containerd
+config: [proxy_plugins.devmapper-ts] type = "snapshot", address = "<socket>".
+SIGTERM/SIGINT: stop accepting, finish in-flight calls, close the database, remove the socket.
+
+Flags (override the config file):
+${configFlagHelp()}
+  -h, --help               show this help
+`;
+
+const CONFIG_HELP = `Usage: ${PROGRAM} config <check|default> [flags]
+
+  check     load the config file and flags, report every problem, print the effective values
+  default   print an annotated config file with every key at its default (pool_name is an example)
+
+Flags of 'config check':
+${configFlagHelp()}
+  -h, --help               show this help
+`;
+
+const VERSION_HELP = `Usage: ${PROGRAM} version\n\nPrint the version.\n`;
+
+const COMMANDS = ["serve", "pool", "config", "version", "help"];
+
+function levelFromFlags(values: Record<string, unknown>): Level {
+  const v = values["log-level"];
+  return typeof v === "string" && isLevel(v) ? v : "info";
+}
+
+/** The effective configuration as TOML-like lines (for `config check`). */
+export function describeConfig(config: Config, file: string | undefined): string {
+  const q = JSON.stringify;
+  return [
+    `# effective configuration (${file ? `file ${file}` : "no config file; defaults"} + flags)`,
+    `pool_name = ${q(config.poolName)}`,
+    `root_path = ${q(config.rootPath)}`,
+    `base_image_size = ${q(formatSize(config.baseImageSize))} # ${config.baseImageSize} bytes`,
+    `fs_type = ${q(config.fsType)}`,
+    `fs_options = ${q(config.fsOptions)}`,
+    `async_remove = ${config.asyncRemove}`,
+    `discard_blocks = ${config.discardBlocks}`,
+    `address = ${q(config.address)}`,
+    `log_level = ${q(config.logLevel)}`,
+    "",
+  ].join("\n");
+}
+
+async function defaultFactory(): Promise<SnapshotterFactory> {
+  const mod = await import("./snapshotter_factory.ts");
+  return mod.openDevmapperSnapshotter;
+}
+
+async function runServe(args: string[], o: CliOptions, out: (t: string) => void): Promise<number> {
+  const { values } = parseFlags(args, { command: "serve", options: configFlagOptions() });
+  if (values.help) return out(SERVE_HELP), EXIT_OK;
+  const { config, file } = await loadConfigFromFlags(values, o.defaultConfigPath);
+  const logger: Logger = createLogger({ level: config.logLevel, write: o.logWrite });
+  logger.info("starting", {
+    version: VERSION,
+    config: file ?? "(defaults)",
+    pool: config.poolName,
+    root: config.rootPath,
+    socket: config.address,
+  });
+  await serve({
+    config,
+    logger,
+    openSnapshotter: o.openSnapshotter ?? await defaultFactory(),
+    stop: o.stop,
+    signals: o.signals,
+    onListening: o.onListening,
+  });
+  return EXIT_OK;
+}
+
+async function runConfig(args: string[], o: CliOptions, out: (t: string) => void): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined) throw new UsageError("config: missing command (use check or default)");
+  if (sub === "--help" || sub === "-h" || sub === "help") return out(CONFIG_HELP), EXIT_OK;
+  if (sub === "default") {
+    const { values } = parseFlags(rest, { command: "config default", options: {} });
+    out(values.help ? CONFIG_HELP : defaultConfigToml());
+    return EXIT_OK;
+  }
+  if (sub === "check") {
+    const { values } = parseFlags(rest, { command: "config check", options: configFlagOptions() });
+    if (values.help) return out(CONFIG_HELP), EXIT_OK;
+    const { config, file } = await loadConfigFromFlags(values, o.defaultConfigPath);
+    out(describeConfig(config, file));
+    return EXIT_OK;
+  }
+  throw new UsageError(`config: unknown command '${sub}' (use check or default)`);
+}
+
+/** Runs the command line `args`; returns the exit code. Never throws. */
+export async function runCli(args: string[], o: CliOptions = {}): Promise<number> {
+  const encoder = new TextEncoder();
+  const out = o.stdout ?? ((t: string) => void Deno.stdout.writeSync(encoder.encode(t)));
+  const err = o.stderr ?? ((t: string) => void Deno.stderr.writeSync(encoder.encode(t)));
+  let [command, ...rest] = args;
+  if (
+    command === undefined ||
+    (command.startsWith("-") && !["-h", "--help", "--version"].includes(command))
+  ) {
+    rest = args;
+    command = "serve";
+  }
+  try {
+    switch (command) {
+      case "-h":
+      case "--help":
+      case "help":
+        if (rest.length > 0 && COMMANDS.includes(rest[0]) && rest[0] !== "help") {
+          return await runCli([rest[0], "--help"], o);
+        }
+        out(HELP);
+        return EXIT_OK;
+      case "--version":
+      case "version": {
+        const { values } = parseFlags(rest, { command: "version", options: {} });
+        out(values.help ? VERSION_HELP : `${PROGRAM} ${VERSION} (deno ${Deno.version.deno})\n`);
+        return EXIT_OK;
+      }
+      case "serve":
+        return await runServe(rest, o, out);
+      case "config":
+        return await runConfig(rest, o, out);
+      case "pool": {
+        const level = levelFromFlags({});
+        return await runPoolCommand(rest, {
+          logger: createLogger({ level, write: o.logWrite }),
+          stdout: out,
+        });
+      }
+      default:
+        throw new UsageError(
+          `unknown command '${command}' (use ${COMMANDS.slice(0, 4).join(", ")})`,
+        );
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      err(`${PROGRAM}: ${e.message} (see --help)\n`);
+      return EXIT_USAGE;
+    }
+    if (e instanceof ConfigError) {
+      err(`${PROGRAM}: ${e.message}\n`);
+      return EXIT_FAILURE;
+    }
+    err(`${PROGRAM}: ${errorMessage(e)}\n`);
+    return EXIT_FAILURE;
+  }
+}

@@ -1,0 +1,109 @@
+/**
+ * `serve`: open the snapshotter, serve it on the socket, shut down gracefully on SIGTERM/SIGINT.
+ *
+ * The snapshotter comes from a factory so the wiring stays in one place
+ * ({@linkcode openDevmapperSnapshotter} in production, a test double in transport tests).
+ *
+ * @module
+ */
+import type { Config } from "../config/config.ts";
+import { errorMessage } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { type RunningServer, startServer } from "../server/server.ts";
+import { prepareSocketPath } from "../server/socket.ts";
+import type { Snapshotter } from "../types.ts";
+
+/** Builds the snapshotter for a configuration. */
+export type SnapshotterFactory = (config: Config, logger: Logger) => Promise<Snapshotter>;
+
+/** Options for {@linkcode serve}. */
+export interface ServeOptions {
+  config: Config;
+  logger: Logger;
+  openSnapshotter: SnapshotterFactory;
+  /** Signals that start a graceful shutdown (default SIGTERM, SIGINT; [] for none). */
+  signals?: Deno.Signal[];
+  /** Aborting starts a graceful shutdown too (tests, embedding). */
+  stop?: AbortSignal;
+  /** Bound on waiting for in-flight calls at shutdown (default 10 s). */
+  shutdownTimeoutMs?: number;
+  /** Called once the socket accepts calls. */
+  onListening?: (server: RunningServer) => void;
+}
+
+/**
+ * Serves until a stop signal, then drains, closes the snapshotter and removes the socket.
+ * Resolves after the shutdown; rejects if the service cannot start (nothing is left behind).
+ */
+export async function serve(options: ServeOptions): Promise<void> {
+  const { config, logger } = options;
+  // refuse a live socket before touching the pool: a second instance must not reconcile
+  await prepareSocketPath(config.address);
+  const snapshotter = await options.openSnapshotter(config, logger);
+  let server: RunningServer;
+  try {
+    server = await startServer({
+      address: config.address,
+      snapshotter,
+      logger: logger.with({ component: "grpc" }),
+      shutdownTimeoutMs: options.shutdownTimeoutMs,
+    });
+  } catch (err) {
+    await snapshotter.close().catch((e) =>
+      logger.error("cannot close snapshotter", { error: errorMessage(e) })
+    );
+    throw err;
+  }
+
+  const signals = options.signals ?? ["SIGTERM", "SIGINT"];
+  let stopping = false;
+  let shutdownError: unknown;
+  const shutdown = () => {
+    server.close().catch((e) => {
+      shutdownError = e;
+      logger.error("shutdown failed", { error: errorMessage(e) });
+    });
+  };
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (stopping) {
+      logger.warn("second signal: exiting without waiting", { signal });
+      Deno.exit(130);
+    }
+    stopping = true;
+    logger.info("signal received, shutting down", { signal });
+    shutdown();
+  };
+  const handlers = signals.map((s) => [s, onSignal(s)] as const);
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+
+  const onStop = () => {
+    stopping = true;
+    shutdown();
+  };
+  if (options.stop?.aborted) onStop();
+  else options.stop?.addEventListener("abort", onStop, { once: true });
+
+  // a stray rejection or exception must not take the service down
+  const onRejection = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    logger.error("unhandled rejection", { error: errorMessage(e.reason) });
+  };
+  const onError = (e: ErrorEvent) => {
+    e.preventDefault();
+    logger.error("uncaught exception", { error: errorMessage(e.error ?? e.message) });
+  };
+  globalThis.addEventListener("unhandledrejection", onRejection);
+  globalThis.addEventListener("error", onError);
+
+  options.onListening?.(server);
+  try {
+    await server.closed;
+    await server.close().catch(() => {}); // settle shutdownError
+    if (shutdownError !== undefined) throw shutdownError;
+  } finally {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    options.stop?.removeEventListener("abort", onStop);
+    globalThis.removeEventListener("unhandledrejection", onRejection);
+    globalThis.removeEventListener("error", onError);
+  }
+}

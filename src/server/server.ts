@@ -1,0 +1,136 @@
+/**
+ * The gRPC proxy-snapshotter server: `@grpc/grpc-js` on a unix socket.
+ *
+ * ```ts
+ * const server = await startServer({ address: "/run/x/x.sock", snapshotter, logger });
+ * // ...
+ * await server.close(); // stop accepting, drain, close the snapshotter, remove the socket
+ * ```
+ *
+ * @module
+ */
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { type Logger, silentLogger } from "../log.ts";
+import type { Snapshotter } from "../types.ts";
+import { createHandlers, DEFAULT_LIST_BATCH } from "./handlers.ts";
+import { loadSnapshotsProto } from "./proto.ts";
+import {
+  finishSocket,
+  prepareSocketPath,
+  removeSocket,
+  SocketError,
+  type SocketIdentity,
+  socketPath,
+} from "./socket.ts";
+
+/** Largest message accepted or sent (containerd's client uses 16 MiB). */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+/** Default bound on waiting for in-flight calls at shutdown. */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+
+/** Options for {@linkcode startServer}. */
+export interface ServerOptions {
+  /** Socket path or `unix://` address. */
+  address: string;
+  /** Served snapshotter; {@linkcode RunningServer.close} closes it. */
+  snapshotter: Snapshotter;
+  logger?: Logger;
+  /** Infos per List message (default 100). */
+  listBatchSize?: number;
+  /** How long close() waits for in-flight calls before cutting them off (default 10 s). */
+  shutdownTimeoutMs?: number;
+}
+
+/** A listening server. */
+export interface RunningServer {
+  /** Absolute socket path. */
+  readonly socketPath: string;
+  /** True if a stale socket was found and replaced at start. */
+  readonly replacedStaleSocket: boolean;
+  /**
+   * Graceful shutdown: stops accepting, waits for in-flight calls (bounded), closes the
+   * snapshotter, removes the socket. Idempotent; every call returns the same promise.
+   */
+  close(): Promise<void>;
+  /** Resolves when close() has finished. */
+  readonly closed: Promise<void>;
+}
+
+function bind(server: Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(`unix://${path}`, ServerCredentials.createInsecure(), (err) => {
+      if (err) {
+        reject(new SocketError(`Cannot listen on "${path}": ${err.message}`, { cause: err }));
+      } else resolve();
+    });
+  });
+}
+
+/** Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. */
+function drain(server: Server, timeoutMs: number, logger: Logger): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      logger.warn("shutdown: in-flight calls did not finish in time, cancelling them", {
+        timeout_ms: timeoutMs,
+      });
+      server.forceShutdown();
+      resolve();
+    }, timeoutMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Starts serving `snapshotter` on the unix socket `address`. */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const logger = options.logger ?? silentLogger();
+  const path = socketPath(options.address);
+  const replacedStaleSocket = await prepareSocketPath(path);
+  if (replacedStaleSocket) logger.info("replaced stale socket", { socket: path });
+
+  const proto = loadSnapshotsProto();
+  const server = new Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+  });
+  server.addService(
+    proto.service,
+    createHandlers({
+      snapshotter: options.snapshotter,
+      logger,
+      listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
+    }),
+  );
+  await bind(server, path);
+  let identity: SocketIdentity;
+  try {
+    identity = await finishSocket(path);
+  } catch (err) {
+    server.forceShutdown();
+    throw new SocketError(`Cannot set up socket "${path}": ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  logger.info("serving", { socket: path });
+
+  const timeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+  const { promise: closed, resolve: resolveClosed } = Promise.withResolvers<void>();
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      logger.info("shutting down", { socket: path });
+      try {
+        await drain(server, timeoutMs, logger);
+        await options.snapshotter.close();
+      } finally {
+        await removeSocket(path, identity);
+        resolveClosed();
+        logger.info("stopped", { socket: path });
+      }
+    })();
+    return closing;
+  };
+  return { socketPath: path, replacedStaleSocket, close, closed };
+}

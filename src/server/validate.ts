@@ -1,0 +1,103 @@
+/**
+ * Request validation done before the snapshotter is called: a request that fails here is
+ * answered InvalidArgument and changes nothing.
+ *
+ * @module
+ */
+import { errorKind, errorMessage, InvalidArgumentError } from "../errors.ts";
+import { parseFilters } from "../filters.ts";
+import { applyUpdate, validateKey, validateLabels } from "../labels.ts";
+import type {
+  WireCommitRequest,
+  WireKeyRequest,
+  WireListRequest,
+  WirePrepareRequest,
+  WireUpdateRequest,
+} from "./proto.ts";
+
+/** Validated Prepare/View arguments. */
+export interface CreateArgs {
+  key: string;
+  parent: string;
+  labels: Record<string, string>;
+}
+
+/** Validated Commit arguments. */
+export interface CommitArgs {
+  name: string;
+  key: string;
+  labels: Record<string, string>;
+  parent: string;
+}
+
+/** Validated Update arguments. */
+export interface UpdateArgs {
+  name: string;
+  labels: Record<string, string>;
+  paths: string[];
+}
+
+/** Prefix of field-mask paths naming one label. */
+const LABEL_PATH_PREFIX = "labels.";
+
+/** Checks a Prepare/View request. */
+export function validateCreate(req: WirePrepareRequest): CreateArgs {
+  validateKey(req.key, "key");
+  if (req.parent !== "") validateKey(req.parent, "parent");
+  const labels = req.labels ?? {};
+  validateLabels(labels);
+  return { key: req.key, parent: req.parent, labels };
+}
+
+/** Checks a request that only names a key. */
+export function validateKeyRequest(req: WireKeyRequest): string {
+  validateKey(req.key, "key");
+  return req.key;
+}
+
+/** Checks a Commit request. */
+export function validateCommit(req: WireCommitRequest): CommitArgs {
+  validateKey(req.name, "name");
+  validateKey(req.key, "key");
+  if (req.parent) validateKey(req.parent, "parent");
+  const labels = req.labels ?? {};
+  validateLabels(labels);
+  return { name: req.name, key: req.key, labels, parent: req.parent ?? "" };
+}
+
+/**
+ * Checks an Update request: the target name, the labels, and every field-mask path (only
+ * `labels` and `labels.<key>` may be updated; the label a path names must be a valid key).
+ */
+export function validateUpdate(req: WireUpdateRequest): UpdateArgs {
+  const name = req.info?.name ?? "";
+  validateKey(name, "name");
+  const labels = req.info?.labels ?? {};
+  const paths = req.update_mask?.paths ?? [];
+  // the same rules the snapshotter applies, run on an empty map only to validate
+  applyUpdate({}, { name, labels, paths });
+  for (const path of paths) {
+    if (!path.startsWith(LABEL_PATH_PREFIX)) continue;
+    const label = path.slice(LABEL_PATH_PREFIX.length);
+    if (label === "") {
+      throw new InvalidArgumentError(
+        `cannot update ${JSON.stringify(path)} field on snapshot ${JSON.stringify(name)}: ` +
+          "empty label key",
+      );
+    }
+    validateLabels({ [label]: Object.hasOwn(labels, label) ? labels[label] : "" });
+  }
+  return { name, labels, paths: [...paths] };
+}
+
+/** Checks a List request's filters (syntax only); returns them unchanged. */
+export function validateList(req: WireListRequest): string[] {
+  const filters = req.filters ?? [];
+  try {
+    parseFilters(filters);
+  } catch (err) {
+    if (errorKind(err) === "invalid_argument") throw err;
+    throw new InvalidArgumentError(`invalid filters: ${errorMessage(err)}`, { cause: err });
+  }
+  return filters;
+}
