@@ -21,6 +21,25 @@ export const PROXY_SNAPSHOTTER = "dmsnap";
 /** Virtual size of each thin device: room for busybox, a 12 MiB layer and ext4 overhead. */
 export const BASE_IMAGE_SIZE = "64MB";
 
+/** Polls `ctr snapshots ls` until containerd reaches `snapshotter` (default limit 15 s). */
+export async function waitForSnapshotter(
+  ctd: Containerd,
+  snapshotter: string,
+  timeoutMs = 15_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const r = await ctd.ctr(["snapshots", "--snapshotter", snapshotter, "ls"], { check: false });
+    if (r.code === 0) return;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `containerd cannot reach snapshotter "${snapshotter}" after ${timeoutMs} ms: ${r.stderr}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
 /** Options for {@linkcode startE2eEnv}. */
 export interface E2eEnvOptions {
   /** Configure containerd's built-in devmapper on its own pool. */
@@ -112,14 +131,15 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
       contexts[PROXY_SNAPSHOTTER] = {
         ctd,
         thinIds: () => pool.thinIds(),
+        // A crash of our server (SIGKILL), then a containerd restart while the server is
+        // still down, then the server's start: both must recover, in either order.
+        // containerd's connection to a proxy that was down backs off (up to 3 s; calls fail
+        // fast with Unavailable meanwhile), so wait until it reaches the server again.
         restart: async () => {
-          await ctd.stop();
-          try {
-            await srv.restart();
-          } finally {
-            // containerd comes back even when the server does not, for later steps' sake.
-            await ctd.start();
-          }
+          await srv.kill();
+          await ctd.restart();
+          await srv.start();
+          await waitForSnapshotter(ctd, PROXY_SNAPSHOTTER);
         },
         idPrefix: PROXY_SNAPSHOTTER,
         log,

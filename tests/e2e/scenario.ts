@@ -19,7 +19,10 @@ export interface ScenarioContext {
   image: TestImage;
   /** Thin device ids currently in the snapshotter's pool. */
   thinIds(): Promise<number[]>;
-  /** Restarts what should survive a restart (containerd; for a proxy also the server). */
+  /**
+   * Restarts what should survive a restart: containerd; for our proxy also the server (killed
+   * with SIGKILL, then started after containerd).
+   */
   restart(): Promise<void>;
   /** Prefix for container ids, so several runs can share one containerd. */
   idPrefix?: string;

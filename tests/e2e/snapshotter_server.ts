@@ -54,6 +54,8 @@ export interface SnapshotterServer extends AsyncDisposable {
   start(): Promise<void>;
   /** SIGTERM, then SIGKILL after 10 s. */
   stop(): Promise<void>;
+  /** SIGKILL at once (a crash); resolves when the process is gone. */
+  kill(): Promise<void>;
   restart(): Promise<void>;
   logTail(bytes?: number): Promise<string>;
   /** Resident set size in KiB from /proc/<pid>/status. */
@@ -139,11 +141,11 @@ export async function startSnapshotterServer(
     }
   }
 
-  async function stop(): Promise<void> {
+  async function stop(signal: Deno.Signal = "SIGTERM"): Promise<void> {
     const { child, done } = state;
     if (!child || !done) return;
     try {
-      child.kill("SIGTERM");
+      child.kill(signal);
     } catch {
       // exited already
     }
@@ -216,7 +218,8 @@ export async function startSnapshotterServer(
       return state.child !== undefined;
     },
     start,
-    stop,
+    stop: () => stop(),
+    kill: () => stop("SIGKILL"),
     async restart() {
       await stop();
       await start();

@@ -36,7 +36,7 @@ const ENTRIES: TarEntry[] = [
   { path: "dir/longlink", type: "symlink", linkname: `/${"x".repeat(150)}` },
 ];
 
-Deno.test("tar writer: GNU tar lists every entry with its type, mode, owner and size", async () => {
+Deno.test("e2e tar writer: GNU tar lists every entry with its type, mode, owner and size", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tar-test-" });
   try {
     const archive = `${dir}/a.tar`;
@@ -58,7 +58,7 @@ Deno.test("tar writer: GNU tar lists every entry with its type, mode, owner and 
   }
 });
 
-Deno.test("tar writer: GNU tar extracts the same contents", async () => {
+Deno.test("e2e tar writer: GNU tar extracts the same contents", async () => {
   const dir = await Deno.makeTempDir({ prefix: "tar-test-" });
   try {
     await Deno.writeFile(`${dir}/a.tar`, writeTar(ENTRIES));
@@ -78,7 +78,7 @@ Deno.test("tar writer: GNU tar extracts the same contents", async () => {
   }
 });
 
-Deno.test("tar writer: rejects absolute paths, .. and data on non-files", () => {
+Deno.test("e2e tar writer: rejects absolute paths, .. and data on non-files", () => {
   assert.throws(() => writeTar([{ path: "/etc/x", type: "file" }]), TarWriteError);
   assert.throws(() => writeTar([{ path: "a/../b", type: "file" }]), /path must be relative/);
   assert.throws(
@@ -88,6 +88,6 @@ Deno.test("tar writer: rejects absolute paths, .. and data on non-files", () => 
   assert.throws(() => writeTar([{ path: "l", type: "symlink" }]), /needs a target/);
 });
 
-Deno.test("tar writer: empty archive is two zero blocks", () => {
+Deno.test("e2e tar writer: empty archive is two zero blocks", () => {
   assert.deepEqual(writeTar([]), new Uint8Array(1024));
 });
