@@ -214,6 +214,10 @@ async function main(): Promise<void> {
     step("Pool usage with the image unpacked");
     note(`${poolUsage(await run("dmsetup", "status", pool), blockSectors)}`);
     note(`thin devices in the pool (ids): ${(await thinIds(pool, metaLoop)).join(" ")}`);
+    note(
+      "(one per image layer" + (server ? ", one pre-formatted template for new images" : "") +
+        ", and those of removed containers until containerd's next garbage collection)",
+    );
     if (server) note(`our server's RSS now: ${await server.rssKib()} KiB`);
 
     step("Removing the image; containerd's garbage collection removes its snapshots");
@@ -221,7 +225,8 @@ async function main(): Promise<void> {
     const left = await ctr(ctd, ["snapshots", "--snapshotter", snapshotter, "ls"]);
     note(left.split("\n").length <= 1 ? "no snapshots left" : left);
     note(poolUsage(await run("dmsetup", "status", pool), blockSectors));
-    note(`thin devices in the pool: ${(await thinIds(pool, metaLoop)).length}`);
+    const idle = (await thinIds(pool, metaLoop)).length;
+    note(`thin devices in the pool: ${idle}${server && idle === 1 ? " (the template)" : ""}`);
 
     step("Shutting down: containerd, the snapshotter, the pool and the loop devices");
   } finally {
