@@ -1,6 +1,6 @@
 /**
  * The demo's inside part (run by `tests/e2e/demo.ts` inside the test kernel): makes a
- * loop-backed thin-pool, starts our snapshotter server and containerd with it as proxy
+ * loop-backed thin-pool with `main.ts pool create`, starts our snapshotter server and containerd with it as proxy
  * plugin, imports a small image, runs a container, shows the pool's usage and cleans up.
  *
  * `--builtin` runs the same steps with containerd's built-in devmapper snapshotter instead.
@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { type Containerd, removeTree, startContainerd } from "./containerd.ts";
 import { BASE_IMAGE_SIZE, BUILTIN_SNAPSHOTTER, PROXY_SNAPSHOTTER } from "./environment.ts";
 import { buildTestImage } from "./image.ts";
-import { type SnapshotterServer, startSnapshotterServer } from "./snapshotter_server.ts";
+import { REPO_ROOT, type SnapshotterServer, startSnapshotterServer } from "./snapshotter_server.ts";
 
 const DEMO_IMAGE = "docker.io/library/dmsnap-demo:latest";
 const MESSAGE = "Hello from a container whose root filesystem is a device-mapper thin device!";
@@ -44,31 +44,6 @@ async function run(cmd: string, ...args: string[]): Promise<string> {
   return stdout;
 }
 
-/** Removes thin devices still active on `pool` (only after a failure: normally none are). */
-async function removeThinDevices(pool: string): Promise<void> {
-  const quiet = async (cmd: string, ...args: string[]) =>
-    new TextDecoder().decode(
-      (await new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).output()).stdout,
-    ).trim();
-  const ref = await quiet(
-    "dmsetup",
-    "info",
-    "-c",
-    "--noheadings",
-    "-o",
-    "major,minor",
-    "--separator",
-    ":",
-    pool,
-  );
-  for (const line of (await quiet("dmsetup", "table")).split("\n")) {
-    const m = /^(\S+): \d+ \d+ thin (\S+) /.exec(line);
-    if (!m || (m[2] !== ref && m[2] !== `/dev/mapper/${pool}`)) continue;
-    await quiet("umount", "-l", `/dev/mapper/${m[1]}`);
-    await run("dmsetup", "remove", "--retry", m[1]);
-  }
-}
-
 /** Thin ids in the pool's metadata, read through a metadata snapshot (quietly). */
 async function thinIds(pool: string, metaLoop: string): Promise<number[]> {
   const quiet = async (cmd: string, ...args: string[]) => {
@@ -97,17 +72,27 @@ async function ctr(ctd: Containerd, args: string[]): Promise<string> {
   return (await ctd.ctr(args)).stdout;
 }
 
-/** `dmsetup status` of a thin-pool → used/total data and metadata blocks. */
-function poolUsage(status: string, blockSectors: number): string {
-  // <start> <len> thin-pool <trans id> <used meta>/<total meta> <used data>/<total data> ...
-  const m = /thin-pool \d+ (\d+)\/(\d+) (\d+)\/(\d+)/.exec(status);
-  if (!m) return `(unparsed status: ${status})`;
-  const mib = (blocks: number, bytesPerBlock: number) =>
-    (blocks * bytesPerBlock / 1024 / 1024).toFixed(1);
-  const dataBlock = blockSectors * 512;
-  return `data ${mib(Number(m[3]), dataBlock)} MiB used of ${
-    mib(Number(m[4]), dataBlock)
-  } MiB, metadata ${m[1]}/${m[2]} blocks`;
+/** Runs this project's CLI (`deno run -A main.ts ...`), echoing the command. */
+async function cli(...args: string[]): Promise<string> {
+  console.log(`         $ deno run -A main.ts ${args.join(" ")}`);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    cwd: REPO_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    throw new Error(`main.ts ${args.join(" ")} failed (${out.code}): ${stderr || stdout}`);
+  }
+  return stdout;
+}
+
+/** The data and metadata lines of `main.ts pool status`. */
+async function poolUsage(pool: string): Promise<string> {
+  const status = await cli("pool", "status", "--name", pool);
+  return status.split("\n").filter((l) => /^(data|metadata):/.test(l)).join("\n");
 }
 
 async function main(): Promise<void> {
@@ -121,29 +106,27 @@ async function main(): Promise<void> {
     const dir = await Deno.makeTempDir({ dir: "/run", prefix: "demo-" });
     stack.defer(() => removeTree(dir));
     const pool = `demo-pool-${crypto.randomUUID().slice(0, 6)}`;
-    const blockSectors = 128;
 
-    step("Creating a thin-pool from two sparse files (data 512 MiB, metadata 16 MiB)");
-    await run("truncate", "-s", "512M", `${dir}/data`);
-    await run("truncate", "-s", "16M", `${dir}/meta`);
-    const dataLoop = await run("losetup", "--find", "--show", `${dir}/data`);
-    stack.defer(async () => void await run("losetup", "-d", dataLoop));
-    const metaLoop = await run("losetup", "--find", "--show", `${dir}/meta`);
-    stack.defer(async () => void await run("losetup", "-d", metaLoop));
-    await run(
-      "dmsetup",
-      "create",
-      pool,
-      "--table",
-      `0 ${
-        512 * 2048
-      } thin-pool ${metaLoop} ${dataLoop} ${blockSectors} 32768 1 skip_block_zeroing`,
+    step("Creating a thin-pool on two sparse loop files (data 512 MiB, metadata 16 MiB)");
+    note(
+      await cli(
+        "pool",
+        "create",
+        "--name",
+        pool,
+        "--dir",
+        `${dir}/pool`,
+        "--data-size",
+        "512MB",
+        "--meta-size",
+        "16MB",
+      ),
     );
-    stack.defer(async () => {
-      await removeThinDevices(pool);
-      await run("dmsetup", "remove", "--retry", pool);
-    });
-    note(`pool ${pool}: ${poolUsage(await run("dmsetup", "status", pool), blockSectors)}`);
+    stack.defer(async () =>
+      note(await cli("pool", "destroy", "--name", pool, "--dir", `${dir}/pool`, "--force"))
+    );
+    const metaLoop = (await run("losetup", "-j", `${dir}/pool/${pool}-meta.img`)).split(":")[0];
+    note(await poolUsage(pool));
 
     const proxies: Record<string, string> = {};
     let server: SnapshotterServer | undefined;
@@ -212,7 +195,7 @@ async function main(): Promise<void> {
     );
 
     step("Pool usage with the image unpacked");
-    note(`${poolUsage(await run("dmsetup", "status", pool), blockSectors)}`);
+    note(await poolUsage(pool));
     note(`thin devices in the pool (ids): ${(await thinIds(pool, metaLoop)).join(" ")}`);
     note(
       "(one per image layer" + (server ? ", one pre-formatted template for new images" : "") +
@@ -224,7 +207,7 @@ async function main(): Promise<void> {
     await ctr(ctd, ["images", "rm", "--sync", DEMO_IMAGE]);
     const left = await ctr(ctd, ["snapshots", "--snapshotter", snapshotter, "ls"]);
     note(left.split("\n").length <= 1 ? "no snapshots left" : left);
-    note(poolUsage(await run("dmsetup", "status", pool), blockSectors));
+    note(await poolUsage(pool));
     const idle = (await thinIds(pool, metaLoop)).length;
     note(`thin devices in the pool: ${idle}${server && idle === 1 ? " (the template)" : ""}`);
 
