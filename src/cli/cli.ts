@@ -15,6 +15,7 @@ import { formatSize } from "../size.ts";
 import { configFlagHelp, configFlagOptions, loadConfigFromFlags } from "./config_flags.ts";
 import { runPoolCommand } from "./pool_cmd.ts";
 import { serve, type SnapshotterFactory } from "./serve.ts";
+import { openDevmapperSnapshotter } from "./snapshotter_factory.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parseFlags, UsageError } from "./usage.ts";
 
 /** Program name in messages. */
@@ -102,11 +103,6 @@ export function describeConfig(config: Config, file: string | undefined): string
   ].join("\n");
 }
 
-async function defaultFactory(): Promise<SnapshotterFactory> {
-  const mod = await import("./snapshotter_factory.ts");
-  return mod.openDevmapperSnapshotter;
-}
-
 async function runServe(args: string[], o: CliOptions, out: (t: string) => void): Promise<number> {
   const { values } = parseFlags(args, { command: "serve", options: configFlagOptions() });
   if (values.help) return out(SERVE_HELP), EXIT_OK;
@@ -122,7 +118,7 @@ async function runServe(args: string[], o: CliOptions, out: (t: string) => void)
   await serve({
     config,
     logger,
-    openSnapshotter: o.openSnapshotter ?? await defaultFactory(),
+    openSnapshotter: o.openSnapshotter ?? openDevmapperSnapshotter,
     stop: o.stop,
     signals: o.signals,
     onListening: o.onListening,

@@ -15,7 +15,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { Logger } from "../log.ts";
-import type { Snapshotter } from "../types.ts";
+import type { Info, Snapshotter } from "../types.ts";
 import { infoToWire, mountToWire, usageToWire } from "./convert.ts";
 import type {
   MethodName,
@@ -42,6 +42,8 @@ import {
 
 /** Infos per List stream message (upstream's service uses 100 too). */
 export const DEFAULT_LIST_BATCH = 100;
+/** A List message is also cut when its Infos reach this many bytes (the limit is 16 MiB). */
+export const MAX_LIST_BATCH_BYTES = 4 * 1024 * 1024;
 
 /** Options for {@linkcode createHandlers}. */
 export interface HandlerOptions {
@@ -49,6 +51,34 @@ export interface HandlerOptions {
   logger: Logger;
   /** Infos per List message; default {@linkcode DEFAULT_LIST_BATCH}. */
   listBatchSize?: number;
+  /** Bytes per List message; default {@linkcode MAX_LIST_BATCH_BYTES}. */
+  listBatchBytes?: number;
+}
+
+/** Upper bound of an Info's encoded size: its strings (UTF-8 ≤ 3 bytes per unit) + framing. */
+function infoSizeBound(info: Info): number {
+  let n = 64 + 3 * (info.name.length + info.parent.length);
+  for (const [k, v] of Object.entries(info.labels)) n += 16 + 3 * (k.length + v.length);
+  return n;
+}
+
+/** Splits `infos` into batches of at most `count` Infos and about `bytes` bytes. */
+export function listBatches(infos: readonly Info[], count: number, bytes: number): Info[][] {
+  const batches: Info[][] = [];
+  let current: Info[] = [];
+  let size = 0;
+  for (const info of infos) {
+    const s = infoSizeBound(info);
+    if (current.length > 0 && (current.length >= count || size + s > bytes)) {
+      batches.push(current);
+      current = [];
+      size = 0;
+    }
+    current.push(info);
+    size += s;
+  }
+  if (current.length > 0) batches.push(current);
+  return batches;
 }
 
 /** The key (or name) a request is about, for logs and error messages. */
@@ -142,7 +172,8 @@ function listHandler(
   options: HandlerOptions,
 ): handleServerStreamingCall<WireListRequest, WireListResponse> {
   const { snapshotter, logger } = options;
-  const batch = Math.max(1, options.listBatchSize ?? DEFAULT_LIST_BATCH);
+  const count = Math.max(1, options.listBatchSize ?? DEFAULT_LIST_BATCH);
+  const bytes = options.listBatchBytes ?? MAX_LIST_BATCH_BYTES;
   return (call) => {
     const finish = startLog(logger, "List", "");
     const stream = call as ServerWritableStream<unknown, unknown>;
@@ -150,9 +181,9 @@ function listHandler(
       .then(async () => {
         const filters = validateList(call.request);
         const infos = await snapshotter.list(filters);
-        for (let i = 0; i < infos.length; i += batch) {
+        for (const batch of listBatches(infos, count, bytes)) {
           if (call.cancelled) return finish(GrpcStatus.CANCELLED);
-          const message: WireListResponse = { info: infos.slice(i, i + batch).map(infoToWire) };
+          const message: WireListResponse = { info: batch.map(infoToWire) };
           if (!call.write(message)) await waitWritable(stream);
         }
         if (call.cancelled) return finish(GrpcStatus.CANCELLED);

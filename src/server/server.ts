@@ -37,6 +37,8 @@ export interface ServerOptions {
   logger?: Logger;
   /** Infos per List message (default 100). */
   listBatchSize?: number;
+  /** Bytes per List message (default 4 MiB). */
+  listBatchBytes?: number;
   /** How long close() waits for in-flight calls before cutting them off (default 10 s). */
   shutdownTimeoutMs?: number;
 }
@@ -101,6 +103,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       snapshotter: options.snapshotter,
       logger,
       listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
+      listBatchBytes: options.listBatchBytes,
     }),
   );
   await bind(server, path);

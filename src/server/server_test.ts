@@ -182,6 +182,17 @@ Deno.test("List streams in batches of 100 by default, and of any configured size
   }
 });
 
+Deno.test("List: Infos with many labels are split so no message nears the 16 MiB limit", async () => {
+  await using h = await harness();
+  const labels: Record<string, string> = {};
+  for (let i = 0; i < 250; i++) labels[`label-${i}`] = "x".repeat(4000);
+  for (let i = 0; i < 30; i++) await h.s.prepare(`big${i}`, "", labels); // ~1 MiB each
+  const r = await h.client.list();
+  assert.equal(r.infos.length, 30);
+  assert.ok(r.messages >= 8, `${r.messages} messages`);
+  assert.deepEqual(r.infos[29].labels, labels);
+});
+
 Deno.test("snapshotter errors arrive with containerd's codes and `msg: class` messages", async () => {
   await using h = await harness();
   const { client } = h;
