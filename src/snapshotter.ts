@@ -37,7 +37,7 @@ import {
 } from "./metadata/store.ts";
 import { type Formatter, type FsType, ThinPool } from "./pool/thin_pool.ts";
 import type { DeviceMapper, PoolStatus, TargetStatus } from "./dm/types.ts";
-import { checkPoolHealth } from "./dm/pool_health.ts";
+import { checkPoolHealth, openPool } from "./dm/pool_health.ts";
 import { devicePath } from "./dm/types.ts";
 import { isErrno } from "./dm/errors.ts";
 import { type Logger, silentLogger } from "./log.ts";
@@ -88,6 +88,7 @@ const STATUS_CACHE_MS = 1000;
 
 /** Opens the store, checks the pool, reconciles, and returns a ready snapshotter. */
 export async function openSnapshotter(options: SnapshotterOptions): Promise<DevmapperSnapshotter> {
+  await openPool(options.dm, options.poolName); // before anything is written
   mkdirSync(options.rootPath, { recursive: true, mode: 0o750 });
   const store = openStore(join(options.rootPath, "metadata.db"));
   try {
@@ -548,7 +549,6 @@ export class DevmapperSnapshotter implements Snapshotter {
         missing: [],
         busy: [],
       };
-      await this.pool.open();
       // 1. snapshots whose creation never finished: drop them (Prepare never returned).
       for (const s of this.#store.listSnapshots("creating")) {
         this.#store.deleteSnapshot(s.id);

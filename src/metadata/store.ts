@@ -397,10 +397,23 @@ export function openStore(path: string): MetadataStore {
     throw new MetadataError(`Cannot open metadata database "${path}": ${cause}`, { cause });
   }
   try {
-    db.exec("PRAGMA journal_mode = WAL");
+    // One process owns the database (and so the devices it records) while it runs: the
+    // first write takes an exclusive lock that is held until close or process death.
+    db.exec("PRAGMA locking_mode = EXCLUSIVE");
+    db.exec("PRAGMA busy_timeout = 2000");
+    try {
+      db.exec("PRAGMA journal_mode = WAL");
+      db.exec("BEGIN IMMEDIATE");
+      db.exec("COMMIT");
+    } catch (cause) {
+      throw new MetadataError(
+        `Cannot open metadata database "${path}": it is in use by another process ` +
+          `(another devmapper-snapshotter with the same root_path?)`,
+        { cause },
+      );
+    }
     db.exec("PRAGMA synchronous = FULL");
     db.exec("PRAGMA foreign_keys = ON");
-    db.exec("PRAGMA busy_timeout = 5000");
     const version = Number((db.prepare("PRAGMA user_version").get() as Row).user_version);
     if (version > SCHEMA_VERSION) {
       throw new MetadataError(

@@ -115,3 +115,26 @@ Deno.test("store: refuses a database from a newer schema", () => {
   db.close();
   assert.throws(() => openStore(path), MetadataError);
 });
+
+Deno.test("store: a second process cannot open a database in use", async () => {
+  const path = tempDb();
+  const store = openStore(path);
+  const code = `
+    import { openStore } from ${JSON.stringify(new URL("./store.ts", import.meta.url).href)};
+    try { openStore(${JSON.stringify(path)}); console.log("opened"); }
+    catch (e) { console.log(e.name + ": " + e.message); }
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-check", code],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.match(text, /MetadataError: .*in use by another process/);
+  store.close();
+  const after = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-check", code],
+    stdout: "piped",
+  }).output();
+  assert.match(new TextDecoder().decode(after.stdout), /opened/);
+});

@@ -15,7 +15,7 @@ import type { DeviceInfo, DeviceMapper, PoolStatus } from "../dm/types.ts";
 import { devicePath, thinTable } from "../dm/types.ts";
 import { isErrno } from "../dm/errors.ts";
 import type { FsType } from "../dm/mkfs.ts";
-import { checkPoolHealth, openPool } from "../dm/pool_health.ts";
+import { checkPoolHealth } from "../dm/pool_health.ts";
 import type { DeviceRecord, MetadataStore } from "../metadata/store.ts";
 import { type Logger, silentLogger } from "../log.ts";
 import { NotFoundError, UnavailableError } from "../errors.ts";
@@ -79,14 +79,6 @@ export class ThinPool {
   /** dm name of the device with thin id `thinId`. */
   deviceName(thinId: number): string {
     return `${this.poolName}-dms-${thinId}`;
-  }
-
-  /**
-   * Checks that the pool exists, is a thin-pool and is healthy; returns its status. Throws
-   * `Cannot open pool "x": ...` or the health problem (see `src/dm/pool_health.ts`).
-   */
-  async open(): Promise<PoolStatus> {
-    return (await openPool(this.dm, this.poolName)).status;
   }
 
   /** Throws when the pool cannot take new devices (one `dmsetup status`). */
