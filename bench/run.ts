@@ -1,46 +1,74 @@
 /**
- * `deno task bench`: boots the test kernel once and, inside, runs the same workload through
- * containerd (`ctr`) on our proxy snapshotter and on containerd's built-in devmapper
- * snapshotter, each on its own fresh thin-pool; prints per-operation medians, the ratio
- * ours/built-in, approximate process creations per operation, and memory use.
+ * `deno task bench`: boots the test kernel once and, inside, runs one containerd with both
+ * its built-in devmapper snapshotter and our proxy snapshotter (`dmsnap`), each on its own
+ * fresh thin-pool and in its own namespace, and compares them:
  *
- * Flags: `--layers <n>` (chain length and number of views, default 20), `--runs <n>` (image
- * imports and container runs timed, default 3), `--only builtin|ours`.
+ * - the snapshot workload (bench/workload.ts) through containerd's Snapshots API on its gRPC
+ *   socket — containerd's metadata layer plus the snapshotter, no `ctr` process per call;
+ * - `ctr images import` and `ctr run --rm` wall times.
+ *
+ * Prints median and p90 per operation, the ratio ours/built-in, process creations per call
+ * (/proc/stat; an estimate), the processes our server spawned (from its debug log, exact),
+ * where our time goes (handler vs. the rest), memory, and a verdict per operation.
+ *
+ * Flags: `--layers <n>` (chain length and number of views, default 20), `--rounds <n>`
+ * (snapshot-workload rounds, default 3, after one small warm-up round), `--runs <n>` (imports
+ * and container runs per snapshotter, default 5), `--lists <n>` (List calls per round,
+ * default 3), `--no-write` (skip writing a file through a mount of each active snapshot),
+ * `--server-log-level <level>` (default debug; anything else loses the server-side figures).
  * A script that prints numbers, not a test.
  *
  * @module
  */
 import { parseArgs } from "node:util";
+import { connectSnapshots } from "../src/server/client.ts";
 import {
   BUILTIN_SNAPSHOTTER,
   type E2eEnv,
   PROXY_SNAPSHOTTER,
   startE2eEnv,
 } from "../tests/e2e/environment.ts";
-import { buildBenchImage, formatTable, runWorkload, type WorkloadResult } from "./workload.ts";
+import { buildTestImage } from "../tests/e2e/image.ts";
+import { serveArgs } from "../tests/e2e/snapshotter_server.ts";
+import { connectContainerd } from "./containerd_api.ts";
+import {
+  addRoundTotals,
+  breakdownTable,
+  BUILTIN,
+  mainTable,
+  OURS,
+  ROUND_TOTAL,
+  slowerExplanations,
+} from "./report.ts";
+import { MARKER_PREFIX, parseLog, segmentByMarkers, summarize } from "./server_log.ts";
+import {
+  type BenchContext,
+  ctrRound,
+  type Results,
+  SNAPSHOT_OPS,
+  snapshotRound,
+  type Target,
+} from "./workload.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     layers: { type: "string", default: "20" },
-    runs: { type: "string", default: "3" },
-    only: { type: "string" },
+    rounds: { type: "string", default: "3" },
+    runs: { type: "string", default: "5" },
+    lists: { type: "string", default: "3" },
+    "no-write": { type: "boolean", default: false },
+    "server-log-level": { type: "string", default: "debug" },
   },
 });
 
-async function rssKib(pid: number | undefined): Promise<number> {
-  if (pid === undefined) return NaN;
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(await Deno.readTextFile(`/proc/${pid}/status`));
-  return m ? Number(m[1]) : NaN;
-}
-
 /**
  * containerd 1.6 collects garbage shortly after any deletion (deletion_threshold 0), after
- * 100 other metadata changes, and then periodically every (average collection time ×
- * (1 / pause_threshold − 1)) while deletions are pending. Backend removals would then hide
- * inside whichever `ctr` call happened to run next. These settings push all automatic
- * collections out of the run; the workload collects synchronously where it wants to, so
- * "remove" is containerd's metadata only and "gc" is every backend Remove.
+ * 100 other metadata changes, and then periodically while deletions are pending. Backend
+ * removals would then run in the background during whichever call came next. These settings
+ * push all automatic collections out of the run; the workload collects synchronously (lease
+ * delete with `sync`), so "remove" is containerd's metadata only and "gc" is every backend
+ * Remove.
  */
 const NO_BACKGROUND_GC = {
   "io.containerd.gc.v1.scheduler": {
@@ -50,54 +78,169 @@ const NO_BACKGROUND_GC = {
   },
 };
 
-async function startEnv(wantOurs: boolean, wantBuiltin: boolean): Promise<E2eEnv> {
-  const log = (m: string) => console.log(`  ${m}`);
-  const containerdPluginSettings = NO_BACKGROUND_GC;
-  if (!wantOurs) return await startE2eEnv({ builtin: true, log, containerdPluginSettings });
-  try {
-    return await startE2eEnv({
-      builtin: wantBuiltin,
-      proxy: true,
-      log,
-      containerdPluginSettings,
-    });
-  } catch (err) {
-    if (!wantBuiltin) throw err;
-    console.log(
-      `\nOur snapshotter is unavailable; measuring the built-in one only.\n  ${
-        (err as Error).message.split("\n").slice(0, 4).join("\n  ")
-      }\n`,
-    );
-    return await startE2eEnv({ builtin: true, log, containerdPluginSettings });
-  }
+const TARGETS: readonly Target[] = [
+  { label: BUILTIN, snapshotter: BUILTIN_SNAPSHOTTER, namespace: "bench-builtin" },
+  { label: OURS, snapshotter: PROXY_SNAPSHOTTER, namespace: "bench-dmsnap" },
+];
+
+async function rssKib(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return NaN;
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(await Deno.readTextFile(`/proc/${pid}/status`));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** Marker calls into our server's log, and reading the log back. */
+function serverMarkers(env: E2eEnv, enabled: boolean) {
+  const client = enabled && env.server ? connectSnapshots(env.server.socket) : undefined;
+  const counter = { next: 0 };
+  return {
+    async mark(): Promise<number> {
+      if (!client) return -1;
+      const n = counter.next++;
+      await client.stat(`${MARKER_PREFIX}${n}`).then(
+        () => {
+          throw new Error(`Marker key ${MARKER_PREFIX}${n} exists on our server`);
+        },
+        () => {},
+      );
+      return n;
+    },
+    /** Waits until the log holds a last marker, then attaches each sample's server work. */
+    async attach(results: Results): Promise<number> {
+      if (!client || !env.server) return 0;
+      const last = await this.mark();
+      const deadline = Date.now() + 10_000;
+      let text = "";
+      while (Date.now() < deadline) {
+        text = await Deno.readTextFile(env.server.logPath);
+        if (text.includes(`key=${MARKER_PREFIX}${last} `)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const segments = segmentByMarkers(parseLog(text));
+      let strays = 0;
+      for (const [label, byOp] of results) {
+        for (const samples of byOp.values()) {
+          for (const s of samples) {
+            if (s.mark < 0) continue;
+            const work = summarize(segments.get(s.mark) ?? []);
+            if (label === OURS) s.server = work;
+            else strays += work.rpcs;
+          }
+        }
+      }
+      client.close();
+      return strays;
+    },
+  };
 }
 
 async function inKernel(): Promise<void> {
+  const started = performance.now();
   const layers = Number(values.layers);
+  const rounds = Number(values.rounds);
   const runs = Number(values.runs);
-  const wantOurs = values.only !== "builtin";
-  const wantBuiltin = values.only !== "ours";
+  const lists = Number(values.lists);
+  const serverLogLevel = values["server-log-level"];
+  const log = (m: string) => console.log(`  ${m}`);
   const imageDir = await Deno.makeTempDir({ prefix: "bench-image-" });
-  const image = await buildBenchImage(imageDir);
-  await using env = await startEnv(wantOurs, wantBuiltin);
-  const results: Record<string, WorkloadResult | undefined> = {};
+  const mountDir = await Deno.makeTempDir({ prefix: "bench-mnt-" });
+  const image = await buildTestImage({ dir: imageDir, ref: "docker.io/library/dmsnap-bench:1" });
+  await using env = await startE2eEnv({
+    builtin: true,
+    proxy: true,
+    log,
+    containerdPluginSettings: NO_BACKGROUND_GC,
+    serverCommand: (config, socket) => [
+      Deno.execPath(),
+      ...serveArgs(config, socket),
+      "--log-level",
+      serverLogLevel,
+    ],
+  });
   const memory: string[] = [];
   memory.push(`containerd RSS idle: ${await rssKib(env.ctd.pid)} KiB`);
-  if (env.server) memory.push(`our server RSS idle: ${await env.server.rssKib()} KiB`);
-  const opts = { layers, runs, image, imageDir, log: (m: string) => console.log(`  ${m}`) };
-  if (env.server) {
-    results.ours = await runWorkload(env.ctd, PROXY_SNAPSHOTTER, opts);
-    memory.push(`our server RSS after the workload: ${await env.server.rssKib()} KiB`);
+  memory.push(`our server RSS idle: ${await env.server!.rssKib()} KiB`);
+  const api = connectContainerd(env.ctd.address);
+  const markers = serverMarkers(env, serverLogLevel === "debug" || serverLogLevel === "trace");
+  const results: Results = new Map();
+  const ctx: BenchContext = {
+    api,
+    mark: () => markers.mark(),
+    results,
+    mountDir: values["no-write"] ? undefined : mountDir,
+    log,
+  };
+  try {
+    log(`ctr phase: images import ×${runs} and run --rm ×${runs} per snapshotter, alternating`);
+    await ctrRound(ctx, env.ctd, TARGETS, { runs, image });
+    log("warm-up round (3 layers, not counted)");
+    await snapshotRound(ctx, TARGETS, { layers: 3, round: null, lists: 1 });
+    for (let r = 0; r < rounds; r++) {
+      log(`snapshot round ${r + 1}/${rounds}: ${layers} layers, ${layers} views, ${lists} lists`);
+      await snapshotRound(ctx, TARGETS, { layers, round: r, lists });
+    }
+  } finally {
+    api.close();
   }
-  if (env.builtinPool && wantBuiltin) {
-    results.builtin = await runWorkload(env.ctd, BUILTIN_SNAPSHOTTER, opts);
+  memory.push(`our server RSS after the workload: ${await env.server!.rssKib()} KiB`);
+  memory.push(`containerd RSS after the workload: ${await rssKib(env.ctd.pid)} KiB`);
+  const strays = await markers.attach(results);
+  addRoundTotals(results);
+
+  const out = (s = "") => console.log(s);
+  out(
+    `\nResults: ${rounds} rounds × (${layers}-layer chain + ${layers} views + ${lists} lists + ` +
+      `${2 * layers} removes + 1 GC) per snapshotter; ctr ops ×${runs}. Times in ms.\n`,
+  );
+  out(mainTable(results));
+  out();
+  out("Where our time goes (medians, from our server's debug log; one row per operation):");
+  out(breakdownTable(results));
+  out();
+  const slower = slowerExplanations(results);
+  out(
+    slower.length ? "Operations where ours is slower than the built-in:" : "Ours is never slower.",
+  );
+  for (const line of slower) out(line);
+  out();
+  out("Notes:");
+  out(
+    `- "${SNAPSHOT_OPS.floor}": containerd answers from its own DB without calling any ` +
+      "snapshotter; it is the client + containerd floor every snapshot op pays.",
+  );
+  out(
+    "- forks: /proc/stat `processes` delta around the call (processes AND threads created " +
+      "anywhere in the guest): for the built-in, an estimate of its dmsetup/mkfs spawns. " +
+      "ours spawns: the exact count our server logged (`spawns=` per snapshot operation).",
+  );
+  out(
+    `- "${SNAPSHOT_OPS.remove}": containerd's Remove only drops its metadata; the devices are ` +
+      `removed by containerd's GC, timed in "${SNAPSHOT_OPS.gc}" (one per round and ` +
+      "snapshotter: the lease holding everything is deleted with sync=true; GC mark/sweep of " +
+      "containerd's DB, then backend List + Remove of every snapshot).",
+  );
+  out(
+    `- "${ROUND_TOTAL}" sums one round's snapshot ops per snapshotter (the floor excluded).`,
+  );
+  out(
+    `- Our server runs with --log-level ${serverLogLevel}: at debug it writes two log lines ` +
+      "per backend RPC synchronously to a pipe, a cost only ours pays here.",
+  );
+  out(
+    "- Each step alternates between the snapshotters (who goes first alternates too); " +
+      (values["no-write"]
+        ? "no file was written through mounts."
+        : "a small file is written through a real mount of every active snapshot before its " +
+          "Mounts/Usage/Commit (untimed, identical for both)."),
+  );
+  if (strays > 0) {
+    out(`- WARNING: our server answered ${strays} RPC(s) during built-in calls.`);
   }
-  memory.push(`containerd RSS after the workload(s): ${await rssKib(env.ctd.pid)} KiB`);
-  console.log(`\nMedian wall time per operation through ctr (${layers} layers, ${runs} runs):\n`);
-  console.log(formatTable(results));
-  console.log("\n(forks: kernel process+thread creations per call, minus a `ctr version` call's)");
-  console.log(memory.join("\n"));
+  out();
+  out(memory.join("\n"));
+  out(`\nbench took ${((performance.now() - started) / 1000).toFixed(0)} s inside the kernel`);
   await Deno.remove(imageDir, { recursive: true });
+  await Deno.remove(mountDir, { recursive: true }).catch(() => {});
 }
 
 if (import.meta.main) {

@@ -1,51 +1,86 @@
 /**
- * The benchmark workload, run inside the test kernel against one containerd that has both
- * the built-in devmapper snapshotter and our proxy snapshotter, each on its own pool. Every
- * operation goes through containerd's API with `ctr`, so both backends pay the same client
- * and daemon overhead; a `ctr version` baseline is measured and shown too.
+ * The benchmark workloads, run inside the test kernel against one containerd that has both
+ * the built-in devmapper snapshotter and our proxy snapshotter, each on its own pool and in
+ * its own namespace.
  *
- * Process creations are counted with the kernel's fork counter (`processes` in
- * /proc/stat, which also counts threads): the per-operation figure is the median delta
- * minus the median delta of a no-op `ctr version`, so it approximates the spawns (plus any
- * threads) the snapshotter made for the operation.
+ * - {@linkcode snapshotRound}: the snapshot workload through containerd's Snapshots API over
+ *   its gRPC socket (no process spawned by the client): a chain of Prepare/Mounts/Usage/Commit
+ *   (with a file written through a real mount of every active snapshot, untimed), Views with
+ *   Stat/Update/Usage, List, then every Remove (containerd's metadata only) and the garbage
+ *   collection that removes the devices (a lease deleted with `sync`). Both snapshotters do
+ *   every step alternately, the one going first alternating too, so drift hits both alike.
+ * - {@linkcode ctrRound}: `ctr images import` and `ctr run --rm` wall times, alternating.
  *
  * @module
  */
+import type { ServiceError } from "@grpc/grpc-js";
 import type { Containerd } from "../tests/e2e/containerd.ts";
-import { buildTestImage, type TestImage } from "../tests/e2e/image.ts";
+import type { TestImage } from "../tests/e2e/image.ts";
+import type { WireMount } from "../src/server/proto.ts";
+import { type ContainerdApi, responseMounts } from "./containerd_api.ts";
+import type { ServerWork } from "./server_log.ts";
 
-/** Workload sizes. */
-export interface WorkloadOptions {
-  /** Length of the Prepare/Mounts/Commit chain and number of Views (default 20). */
-  layers: number;
-  /** How many `ctr run --rm` and image imports to time (default 3). */
-  runs: number;
+/** One snapshotter under test. */
+export interface Target {
+  /** Short name in the report: "built-in" or "ours". */
+  label: string;
+  /** containerd's name of the snapshotter ("devmapper", "dmsnap"). */
+  snapshotter: string;
+  /** containerd namespace the target's images and snapshots live in. */
+  namespace: string;
 }
 
-/** Samples of one operation. */
-export interface OpSamples {
-  ms: number[];
-  forks: number[];
+/** One measured call. */
+export interface Sample {
+  /** Wall time of the call as the client saw it. */
+  ms: number;
+  /** Kernel process+thread creations during the call (/proc/stat `processes` delta). */
+  forks: number;
+  /** Workload round (-1 for the ctr phase). */
+  round: number;
+  /** Number of the server-log marker sent just before the call (-1: none). */
+  mark: number;
+  /** What our server did for the call (filled in from its log afterwards). */
+  server?: ServerWork;
 }
 
-/** All samples of one snapshotter, by operation name (in workload order). */
-export type WorkloadResult = Map<string, OpSamples>;
+/** Samples per operation name, per target label. */
+export type Results = Map<string, Map<string, Sample[]>>;
 
-/** Operation names in the order they are reported. */
-export const OPERATIONS: readonly string[] = [
-  "ctr version (baseline)",
-  "image import",
-  "ctr run --rm",
-  "prepare (no parent)",
-  "prepare (child)",
-  "mounts",
-  "commit",
-  "view",
-  "update (label)",
-  "stat (info)",
-  "remove (metadata only)",
-  "gc: backend removes (all 2n)",
-];
+/** Operation names, in report order, with the one-line meaning printed under the table. */
+export const SNAPSHOT_OPS = {
+  floor: "no-op: Stat of a missing key",
+  prepareBase: "prepare (no parent)",
+  prepareChild: "prepare (child)",
+  mounts: "mounts",
+  usageActive: "usage (active)",
+  commit: "commit",
+  view: "view",
+  stat: "stat",
+  update: "update (labels)",
+  usageCommitted: "usage (committed)",
+  list: "list",
+  remove: "remove (containerd metadata only)",
+  gc: "gc: lease delete, sync (2n backend removes)",
+} as const;
+
+/** ctr-driven operations. */
+export const CTR_OPS = {
+  version: "ctr version (spawn baseline)",
+  import: "ctr images import",
+  run: "ctr run --rm /bin/true",
+} as const;
+
+/** Everything a measurement needs. */
+export interface BenchContext {
+  api: ContainerdApi;
+  /** Sends a marker to our server's log (when it logs at debug); returns its number or -1. */
+  mark(): Promise<number>;
+  results: Results;
+  /** Directory to mount active snapshots on; none: no write through a mount. */
+  mountDir?: string;
+  log(message: string): void;
+}
 
 /** The kernel's count of process (and thread) creations since boot. */
 export async function forkCount(): Promise<number> {
@@ -54,141 +89,207 @@ export async function forkCount(): Promise<number> {
   return Number(m[1]);
 }
 
-/** Median of numbers (NaN for none). */
-export function median(values: readonly number[]): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+/** Runs `fn`, timing it and counting forks; records the sample unless `round` is null. */
+async function measure<T>(
+  ctx: BenchContext,
+  target: Target,
+  op: string,
+  round: number | null,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const mark = await ctx.mark();
+  const f0 = await forkCount();
+  const t0 = performance.now();
+  const value = await fn();
+  const ms = performance.now() - t0;
+  const f1 = await forkCount();
+  if (round !== null) {
+    const byOp = ctx.results.get(target.label) ?? new Map<string, Sample[]>();
+    ctx.results.set(target.label, byOp);
+    const samples = byOp.get(op) ?? [];
+    byOp.set(op, samples);
+    samples.push({ ms, forks: f1 - f0, round, mark });
+  }
+  return value;
 }
 
-/** Runs the workload on `snapshotter` through `ctd`; returns per-operation samples. */
-export async function runWorkload(
-  ctd: Containerd,
-  snapshotter: string,
-  options: WorkloadOptions & { image: TestImage; imageDir: string; log(m: string): void },
-): Promise<WorkloadResult> {
-  const result: WorkloadResult = new Map(OPERATIONS.map((op) => [op, { ms: [], forks: [] }]));
-  const snap = ["snapshots", "--snapshotter", snapshotter];
-  const measure = async (op: string, args: string[]) => {
-    const f0 = await forkCount();
-    const r = await ctd.ctr(args);
-    const f1 = await forkCount();
-    const samples = result.get(op)!;
-    samples.ms.push(r.ms);
-    samples.forks.push(f1 - f0);
-    return r;
-  };
-  const gc = async (op?: string) => {
-    const ref = `${options.image.ref}-gc`;
-    await ctd.ctr(["images", "tag", options.image.ref, ref]);
-    if (op) await measure(op, ["images", "rm", "--sync", ref]);
-    else await ctd.ctr(["images", "rm", "--sync", ref]);
-  };
+async function run(cmd: string, args: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
 
-  for (let i = 0; i < 5; i++) await measure("ctr version (baseline)", ["version"]);
+/** Mounts `mounts[0]` on `dir`, writes a small file, unmounts (identical for both targets). */
+async function writeThroughMount(mounts: WireMount[], dir: string, text: string): Promise<void> {
+  const m = mounts[0];
+  if (!m) throw new Error("Cannot write through the mount: Prepare returned no mount");
+  const opts = m.options.length ? ["-o", m.options.join(",")] : [];
+  await run("mount", ["-t", m.type, ...opts, m.source, dir]);
+  try {
+    await Deno.writeTextFile(`${dir}/bench-${crypto.randomUUID()}.txt`, text.repeat(64));
+  } finally {
+    await run("umount", [dir]);
+  }
+}
 
-  options.log(`[${snapshotter}] image import ×${options.runs}, ctr run ×${options.runs}`);
-  for (let i = 0; i < options.runs; i++) {
-    await measure("image import", [
-      "images",
-      "import",
-      "--snapshotter",
-      snapshotter,
-      options.image.archive,
-    ]);
-    if (i < options.runs - 1) {
-      // Re-import only re-unpacks if the image and its snapshots are gone.
-      await ctd.ctr(["images", "rm", "--sync", options.image.ref]);
+function isNotFound(err: unknown): boolean {
+  return ((err as Error).cause as ServiceError | undefined)?.code === 5;
+}
+
+/** Both targets, the first going first when `i` is even. */
+function alternate(targets: readonly Target[], i: number): readonly Target[] {
+  return i % 2 === 0 ? targets : [...targets].reverse();
+}
+
+/**
+ * One round of the snapshot workload on every target (`round` null: a warm-up, not
+ * recorded). Everything is created under a lease, removed, then collected by deleting the
+ * lease with `sync` — one target at a time, so each collection only removes that target's
+ * devices.
+ */
+export async function snapshotRound(
+  ctx: BenchContext,
+  targets: readonly Target[],
+  options: { layers: number; round: number | null; lists: number },
+): Promise<void> {
+  const { layers, round } = options;
+  const tag = round === null ? "warm" : `r${round}`;
+  const shift = round ?? 0;
+  const key = (i: number) => `${tag}-active-${i}`;
+  const name = (i: number) => `${tag}-layer-${i}`;
+  const view = (i: number) => `${tag}-view-${i}`;
+  const lease = `bench-${tag}`;
+  const api = ctx.api;
+  for (const t of targets) await api.createLease(lease, { namespace: t.namespace });
+  const m = (t: Target, op: string, fn: () => Promise<unknown>) => measure(ctx, t, op, round, fn);
+  const call = (
+    t: Target,
+    method: Parameters<ContainerdApi["snapshots"]>[0],
+    request: Record<string, unknown>,
+  ) => api.snapshots(method, t.snapshotter, request, { namespace: t.namespace, lease });
+
+  for (let i = 0; i < layers; i++) {
+    for (const t of alternate(targets, i + shift)) {
+      await m(t, SNAPSHOT_OPS.floor, async () => {
+        try {
+          await call(t, "Stat", { key: `${tag}-missing-${i}` });
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+          return;
+        }
+        throw new Error(`Stat of a missing key succeeded on ${t.label}`);
+      });
+      const prepareOp = i === 0 ? SNAPSHOT_OPS.prepareBase : SNAPSHOT_OPS.prepareChild;
+      const prepared = await m(
+        t,
+        prepareOp,
+        () => call(t, "Prepare", { key: key(i), parent: i === 0 ? "" : name(i - 1), labels: {} }),
+      );
+      if (ctx.mountDir) {
+        await writeThroughMount(
+          responseMounts(prepared as Record<string, unknown>),
+          ctx.mountDir,
+          `${t.label} ${tag} layer ${i}\n`,
+        );
+      }
+      await m(t, SNAPSHOT_OPS.mounts, () => call(t, "Mounts", { key: key(i) }));
+      await m(t, SNAPSHOT_OPS.usageActive, () => call(t, "Usage", { key: key(i) }));
+      await m(
+        t,
+        SNAPSHOT_OPS.commit,
+        () => call(t, "Commit", { name: name(i), key: key(i), labels: {} }),
+      );
     }
   }
-  for (let i = 0; i < options.runs; i++) {
-    await measure("ctr run --rm", [
-      "run",
-      "--rm",
-      "--snapshotter",
-      snapshotter,
-      options.image.ref,
-      `bench-${snapshotter}-${i}`,
-      "/bin/true",
-    ]);
+  for (let i = 0; i < layers; i++) {
+    for (const t of alternate(targets, i + shift)) {
+      await m(
+        t,
+        SNAPSHOT_OPS.view,
+        () => call(t, "View", { key: view(i), parent: name(i), labels: {} }),
+      );
+      await m(t, SNAPSHOT_OPS.stat, () => call(t, "Stat", { key: view(i) }));
+      // One label only containerd keeps, one it passes on to the snapshotter.
+      await m(t, SNAPSHOT_OPS.update, () =>
+        call(t, "Update", {
+          info: {
+            name: view(i),
+            labels: { "bench/owner": "bench", "containerd.io/snapshot/bench": `${tag}-${i}` },
+          },
+          update_mask: { paths: ["labels.bench/owner", "labels.containerd.io/snapshot/bench"] },
+        }));
+      await m(t, SNAPSHOT_OPS.usageCommitted, () => call(t, "Usage", { key: name(i) }));
+    }
   }
-  await gc();
-
-  options.log(`[${snapshotter}] ${options.layers}-layer prepare/mounts/commit chain`);
-  const key = (i: number) => `bench-active-${i}`;
-  const name = (i: number) => `bench-layer-${i}`;
-  const view = (i: number) => `bench-view-${i}`;
-  for (let i = 0; i < options.layers; i++) {
-    const parent = i === 0 ? [] : [name(i - 1)];
-    await measure(i === 0 ? "prepare (no parent)" : "prepare (child)", [
-      ...snap,
-      "prepare",
-      key(i),
-      ...parent,
-    ]);
-    await measure("mounts", [...snap, "mounts", "/mnt", key(i)]);
-    await measure("commit", [...snap, "commit", name(i), key(i)]);
+  for (let j = 0; j < options.lists; j++) {
+    for (const t of alternate(targets, j + shift)) {
+      await m(t, SNAPSHOT_OPS.list, async () => {
+        const { infos } = await api.list(t.snapshotter, { namespace: t.namespace });
+        if (infos.length !== 2 * layers) {
+          throw new Error(`List on ${t.label} returned ${infos.length}, not ${2 * layers}`);
+        }
+      });
+    }
   }
-  options.log(`[${snapshotter}] ${options.layers} views with stat`);
-  for (let i = 0; i < options.layers; i++) {
-    await measure("view", [...snap, "view", view(i), name(i)]);
-    // ctr gives views no gc.root label: without one the next collection would take them.
-    await measure("update (label)", [...snap, "label", view(i), "containerd.io/gc.root=bench"]);
-    await measure("stat (info)", [...snap, "info", view(i)]);
+  for (const t of alternate(targets, shift)) {
+    for (let i = 0; i < layers; i++) {
+      await m(t, SNAPSHOT_OPS.remove, () => call(t, "Remove", { key: view(i) }));
+    }
+    for (let i = layers - 1; i >= 0; i--) {
+      await m(t, SNAPSHOT_OPS.remove, () => call(t, "Remove", { key: name(i) }));
+    }
+    await m(t, SNAPSHOT_OPS.gc, () => api.deleteLease(lease, { namespace: t.namespace }, true));
   }
-  options.log(`[${snapshotter}] removing everything`);
-  for (let i = 0; i < options.layers; i++) {
-    await measure("remove (metadata only)", [...snap, "rm", view(i)]);
-  }
-  for (let i = options.layers - 1; i >= 0; i--) {
-    await measure("remove (metadata only)", [...snap, "rm", name(i)]);
-  }
-  await gc("gc: backend removes (all 2n)");
-  await ctd.ctr(["images", "rm", "--sync", options.image.ref]);
-  return result;
 }
 
-/** Builds the image the benchmark imports and runs. */
-export async function buildBenchImage(dir: string): Promise<TestImage> {
-  return await buildTestImage({ dir, ref: "docker.io/library/dmsnap-bench:latest" });
-}
-
-/** Formats one results table (medians, ratio ours/built-in). */
-export function formatTable(results: Record<string, WorkloadResult | undefined>): string {
-  const builtin = results.builtin;
-  const ours = results.ours;
-  const baseline = (r?: WorkloadResult) => r ? median(r.get("ctr version (baseline)")!.forks) : NaN;
-  const fmt = (n: number, digits = 0) => Number.isFinite(n) ? n.toFixed(digits) : "n/a";
-  const rows = [[
-    "operation",
-    "n",
-    "built-in ms",
-    "ours ms",
-    "ours/built-in",
-    "built-in forks",
-    "ours forks",
-  ]];
-  for (const op of OPERATIONS) {
-    const b = builtin?.get(op);
-    const o = ours?.get(op);
-    const bm = median(b?.ms ?? []);
-    const om = median(o?.ms ?? []);
-    const isBaseline = op.startsWith("ctr version");
-    const forks = (r: WorkloadResult | undefined, s: OpSamples | undefined) =>
-      s && s.forks.length ? median(s.forks) - (isBaseline ? 0 : baseline(r)) : NaN;
-    rows.push([
-      op,
-      String(Math.max(b?.ms.length ?? 0, o?.ms.length ?? 0)),
-      fmt(bm),
-      fmt(om),
-      fmt(om / bm, 2),
-      fmt(forks(builtin, b)),
-      fmt(forks(ours, o)),
-    ]);
+/**
+ * `ctr images import` and `ctr run --rm` wall times, `runs` each per target, alternating.
+ * Between imports the image is removed with `--sync` (untimed) so each import unpacks again.
+ * Leaves no image behind.
+ */
+export async function ctrRound(
+  ctx: BenchContext,
+  ctd: Containerd,
+  targets: readonly Target[],
+  options: { runs: number; image: TestImage },
+): Promise<void> {
+  const ctr = (t: Target, args: string[]) => ctd.ctr(args, { namespace: t.namespace });
+  for (let i = 0; i < 5; i++) {
+    for (const t of targets) await measure(ctx, t, CTR_OPS.version, -1, () => ctr(t, ["version"]));
   }
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-  return rows.map((r) =>
-    r.map((cell, c) => c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c])).join("  ")
-  ).join("\n");
+  for (let k = 0; k < options.runs; k++) {
+    for (const t of alternate(targets, k)) {
+      await measure(ctx, t, CTR_OPS.import, -1, () =>
+        ctr(t, [
+          "images",
+          "import",
+          "--snapshotter",
+          t.snapshotter,
+          options.image.archive,
+        ]));
+      if (k < options.runs - 1) {
+        await ctx.mark();
+        await ctr(t, ["images", "rm", "--sync", options.image.ref]);
+      }
+    }
+  }
+  for (let k = 0; k < options.runs; k++) {
+    for (const t of alternate(targets, k)) {
+      await measure(ctx, t, CTR_OPS.run, -1, () =>
+        ctr(t, [
+          "run",
+          "--rm",
+          "--snapshotter",
+          t.snapshotter,
+          options.image.ref,
+          `bench-${t.snapshotter}-${k}`,
+          "/bin/true",
+        ]));
+    }
+  }
+  for (const t of targets) {
+    await ctx.mark();
+    await ctr(t, ["images", "rm", "--sync", options.image.ref]);
+  }
 }
