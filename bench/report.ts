@@ -102,6 +102,9 @@ interface Breakdown {
   handler: number;
   opMs: number;
   outside: number;
+  traced: boolean;
+  spawnMs: number;
+  commands: string;
 }
 
 function breakdowns(results: Results): Breakdown[] {
@@ -112,8 +115,11 @@ function breakdowns(results: Results): Breakdown[] {
     if (op === ROUND_TOTAL) continue;
     const o = samplesOf(results, OURS, op).filter((s) => s.server);
     if (o.length === 0) continue;
-    const methods = new Map<string, number>();
-    for (const s of o) methods.set(s.server!.methods, (methods.get(s.server!.methods) ?? 0) + 1);
+    const mostCommon = (pick: (s: Sample) => string) => {
+      const seen = new Map<string, number>();
+      for (const s of o) seen.set(pick(s), (seen.get(pick(s)) ?? 0) + 1);
+      return [...seen].sort((a, b) => b[1] - a[1])[0][0] || "-";
+    };
     out.push({
       op,
       ours: median(o.map((s) => s.ms)),
@@ -121,10 +127,13 @@ function breakdowns(results: Results): Breakdown[] {
       floorB,
       floorO,
       rpcs: median(o.map((s) => s.server!.rpcs)),
-      methods: [...methods].sort((a, b) => b[1] - a[1])[0][0] || "-",
+      methods: mostCommon((s) => s.server!.methods),
       handler: median(o.map((s) => s.server!.handlerMs)),
       opMs: median(o.map((s) => s.server!.opMs)),
       outside: median(o.map((s) => s.ms - s.server!.handlerMs)),
+      traced: o.some((s) => s.server!.tracedSpawns > 0),
+      spawnMs: median(o.map((s) => s.server!.spawnMs)),
+      commands: mostCommon((s) => s.server!.commands),
     });
   }
   return out;
@@ -142,7 +151,10 @@ export function breakdownTable(results: Results): string {
     "RTT − handler",
     "built-in RTT − floor",
   ]];
-  for (const b of breakdowns(results)) {
+  const all = breakdowns(results);
+  const traced = all.some((b) => b.traced);
+  if (traced) rows[0].push("spawn ms (trace)", "spawned (most common)");
+  for (const b of all) {
     rows.push([
       b.op,
       fmt(b.rpcs, 0),
@@ -153,6 +165,7 @@ export function breakdownTable(results: Results): string {
       fmt(b.outside, 2),
       fmt(b.builtin - b.floorB, 2),
     ]);
+    if (traced) rows[rows.length - 1].push(fmt(b.spawnMs, 2), b.commands);
   }
   return formatColumns(rows);
 }
@@ -183,7 +196,8 @@ export function slowerExplanations(results: Results): string[] {
         `(ratio ${fmt(b.ours / b.builtin, 2)}). Above containerd's floor (a Stat that never ` +
         `reaches a snapshotter: ${fmt(b.floorO, 2)} / ${fmt(b.floorB, 2)} ms) ours costs ` +
         `${fmt(ourBackend, 2)} ms: ${fmt(b.handler, 2)} ms in our server's handlers ` +
-        `(${fmt(b.rpcs, 0)} backend RPC(s): ${b.methods}; snapshotter ${fmt(b.opMs, 2)} ms) and ` +
+        `(${fmt(b.rpcs, 0)} backend RPC(s): ${b.methods}; snapshotter ${fmt(b.opMs, 2)} ms` +
+        (b.traced ? `, of which spawns ${fmt(b.spawnMs, 2)} ms: ${b.commands}` : "") + ") and " +
         `${fmt(hop, 2)} ms in containerd's proxy client + the unix-socket gRPC hop + our gRPC ` +
         `stack outside the handler; the in-process built-in costs ${fmt(theirBackend, 2)} ms ` +
         "above the floor.",

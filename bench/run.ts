@@ -12,14 +12,16 @@
  * where our time goes (handler vs. the rest), memory, and a verdict per operation.
  *
  * Flags: `--layers <n>` (chain length and number of views, default 20), `--rounds <n>`
- * (snapshot-workload rounds, default 3, after one small warm-up round), `--runs <n>` (imports
+ * (snapshot-workload rounds, default 5, after one small warm-up round), `--runs <n>` (imports
  * and container runs per snapshotter, default 5), `--lists <n>` (List calls per round,
  * default 3), `--no-write` (skip writing a file through a mount of each active snapshot),
- * `--server-log-level <level>` (default debug; anything else loses the server-side figures).
+ * `--server-log-level <level>` (default debug; trace adds each spawn's command and time, at
+ * some cost to ours; info or above loses the server-side figures).
  * A script that prints numbers, not a test.
  *
  * @module
  */
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { connectSnapshots } from "../src/server/client.ts";
 import {
@@ -54,7 +56,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     layers: { type: "string", default: "20" },
-    rounds: { type: "string", default: "3" },
+    rounds: { type: "string", default: "5" },
     runs: { type: "string", default: "5" },
     lists: { type: "string", default: "3" },
     "no-write": { type: "boolean", default: false },
@@ -82,6 +84,11 @@ const TARGETS: readonly Target[] = [
   { label: BUILTIN, snapshotter: BUILTIN_SNAPSHOTTER, namespace: "bench-builtin" },
   { label: OURS, snapshotter: PROXY_SNAPSHOTTER, namespace: "bench-dmsnap" },
 ];
+
+/** Where our server's stderr (its log) goes: beside its config file. */
+function serverLogPath(configPath: string): string {
+  return join(dirname(configPath), "server-stderr.log");
+}
 
 async function rssKib(pid: number | undefined): Promise<number> {
   if (pid === undefined) return NaN;
@@ -112,7 +119,7 @@ function serverMarkers(env: E2eEnv, enabled: boolean) {
       const deadline = Date.now() + 10_000;
       let text = "";
       while (Date.now() < deadline) {
-        text = await Deno.readTextFile(env.server.logPath);
+        text = await Deno.readTextFile(serverLogPath(env.server.configPath));
         if (text.includes(`key=${MARKER_PREFIX}${last} `)) break;
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -150,7 +157,12 @@ async function inKernel(): Promise<void> {
     proxy: true,
     log,
     containerdPluginSettings: NO_BACKGROUND_GC,
+    // The server's log goes straight to a file: through the harness's pipe, every line
+    // would wake this process (on the guest's one CPU) while the next call is being timed.
     serverCommand: (config, socket) => [
+      "sh",
+      "-c",
+      `exec "$0" "$@" 2>>"${serverLogPath(config)}"`,
       Deno.execPath(),
       ...serveArgs(config, socket),
       "--log-level",
@@ -206,7 +218,9 @@ async function inKernel(): Promise<void> {
   out("Notes:");
   out(
     `- "${SNAPSHOT_OPS.floor}": containerd answers from its own DB without calling any ` +
-      "snapshotter; it is the client + containerd floor every snapshot op pays.",
+      "snapshotter; it is the client + containerd floor every snapshot op pays. Its ratio, " +
+      `like "${SNAPSHOT_OPS.remove}"'s and "ctr version"'s (identical work for both), shows ` +
+      "how far from 1.00 noise alone moves a ratio.",
   );
   out(
     "- forks: /proc/stat `processes` delta around the call (processes AND threads created " +
@@ -224,7 +238,8 @@ async function inKernel(): Promise<void> {
   );
   out(
     `- Our server runs with --log-level ${serverLogLevel}: at debug it writes two log lines ` +
-      "per backend RPC synchronously to a pipe, a cost only ours pays here.",
+      "per backend RPC synchronously (to a file on tmpfs), a cost only ours pays here" +
+      (serverLogLevel === "trace" ? "; at trace one more per spawn." : "."),
   );
   out(
     "- Each step alternates between the snapshotters (who goes first alternates too); " +

@@ -6,7 +6,8 @@
  *
  * Lines used: `msg="rpc" method=… duration_ms=…` (one per RPC the server answered, timed in
  * its handler) and `msg="snapshot operation" op=… spawns=… ms=…` (one per snapshotter
- * operation, with the processes it spawned).
+ * operation, with the processes it spawned); at trace level also `msg="spawn" cmd=… args=[…]
+ * ms=…` (one per process spawned, with its wall time).
  *
  * @module
  */
@@ -29,6 +30,10 @@ export interface ServerWork {
   spawns: number;
   /** RPC methods seen, e.g. `Stat×40`. */
   methods: string;
+  /** Spawns traced (only at log level trace), their summed wall time and their commands. */
+  tracedSpawns: number;
+  spawnMs: number;
+  commands: string;
 }
 
 /** Parses one `key=value …` line (values bare or JSON-quoted); null for other lines. */
@@ -66,10 +71,31 @@ export function segmentByMarkers(entries: readonly LogEntry[]): Map<number, LogE
   return segments;
 }
 
+/** The subcommand of a traced dmsetup spawn's args (`["message","pool","0","…"]` → `message`). */
+function commandWord(args: string | undefined): string {
+  if (!args) return "";
+  try {
+    const list = JSON.parse(args);
+    return Array.isArray(list) ? String(list.find((a) => !String(a).startsWith("-")) ?? "") : "";
+  } catch {
+    return "";
+  }
+}
+
 /** Sums what the server did in one segment. */
 export function summarize(entries: readonly LogEntry[]): ServerWork {
-  const work: ServerWork = { rpcs: 0, handlerMs: 0, opMs: 0, spawns: 0, methods: "" };
+  const work: ServerWork = {
+    rpcs: 0,
+    handlerMs: 0,
+    opMs: 0,
+    spawns: 0,
+    methods: "",
+    tracedSpawns: 0,
+    spawnMs: 0,
+    commands: "",
+  };
   const methods = new Map<string, number>();
+  const commands = new Map<string, number>();
   for (const e of entries) {
     if (e.msg === "rpc") {
       work.rpcs++;
@@ -78,8 +104,16 @@ export function summarize(entries: readonly LogEntry[]): ServerWork {
     } else if (e.msg === "snapshot operation") {
       work.opMs += Number(e.ms ?? 0);
       work.spawns += Number(e.spawns ?? 0);
+    } else if (e.msg === "spawn") {
+      work.tracedSpawns++;
+      work.spawnMs += Number(e.ms ?? 0);
+      const command = e.cmd === "dmsetup" ? `${e.cmd} ${commandWord(e.args)}`.trim() : e.cmd;
+      commands.set(command, (commands.get(command) ?? 0) + 1);
     }
   }
-  work.methods = [...methods].map(([m, n]) => n === 1 ? m : `${m}×${n}`).join(",");
+  const tally = (m: Map<string, number>) =>
+    [...m].map(([k, n]) => n === 1 ? k : `${k}×${n}`).join(",");
+  work.methods = tally(methods);
+  work.commands = tally(commands);
   return work;
 }
