@@ -42,7 +42,15 @@ import {
   ROUND_TOTAL,
   slowerExplanations,
 } from "./report.ts";
-import { MARKER_PREFIX, parseLog, segmentByMarkers, summarize } from "./server_log.ts";
+import {
+  MARKER_PREFIX,
+  markerHandlerMs,
+  parseLog,
+  segmentByMarkers,
+  summarize,
+} from "./server_log.ts";
+import { fmt, median } from "./stats.ts";
+import { spawnProbe } from "./spawn_probe.ts";
 import {
   type BenchContext,
   ctrRound,
@@ -100,21 +108,30 @@ async function rssKib(pid: number | undefined): Promise<number> {
 function serverMarkers(env: E2eEnv, enabled: boolean) {
   const client = enabled && env.server ? connectSnapshots(env.server.socket) : undefined;
   const counter = { next: 0 };
+  const rtts: number[] = [];
   return {
     async mark(): Promise<number> {
       if (!client) return -1;
       const n = counter.next++;
+      const t0 = performance.now();
       await client.stat(`${MARKER_PREFIX}${n}`).then(
         () => {
           throw new Error(`Marker key ${MARKER_PREFIX}${n} exists on our server`);
         },
         () => {},
       );
+      rtts.push(performance.now() - t0);
       return n;
     },
-    /** Waits until the log holds a last marker, then attaches each sample's server work. */
-    async attach(results: Results): Promise<number> {
-      if (!client || !env.server) return 0;
+    /**
+     * Waits until the log holds a last marker, then attaches each sample's server work.
+     * Returns how many RPCs our server answered during built-in calls (should be none) and
+     * the markers' own figures: a direct Stat (NotFound) on our socket, no containerd.
+     */
+    async attach(
+      results: Results,
+    ): Promise<{ strays: number; directRtt: number; directHandler: number }> {
+      if (!client || !env.server) return { strays: 0, directRtt: NaN, directHandler: NaN };
       const last = await this.mark();
       const deadline = Date.now() + 10_000;
       let text = "";
@@ -123,7 +140,8 @@ function serverMarkers(env: E2eEnv, enabled: boolean) {
         if (text.includes(`key=${MARKER_PREFIX}${last} `)) break;
         await new Promise((r) => setTimeout(r, 100));
       }
-      const segments = segmentByMarkers(parseLog(text));
+      const entries = parseLog(text);
+      const segments = segmentByMarkers(entries);
       let strays = 0;
       for (const [label, byOp] of results) {
         for (const samples of byOp.values()) {
@@ -136,7 +154,11 @@ function serverMarkers(env: E2eEnv, enabled: boolean) {
         }
       }
       client.close();
-      return strays;
+      return {
+        strays,
+        directRtt: median(rtts),
+        directHandler: median(markerHandlerMs(entries)),
+      };
     },
   };
 }
@@ -196,7 +218,9 @@ async function inKernel(): Promise<void> {
   }
   memory.push(`our server RSS after the workload: ${await env.server!.rssKib()} KiB`);
   memory.push(`containerd RSS after the workload: ${await rssKib(env.ctd.pid)} KiB`);
-  const strays = await markers.attach(results);
+  const { strays, directRtt, directHandler } = await markers.attach(results);
+  log("spawn-cost probe: dmsetup version from Deno and from sh");
+  const probe = await spawnProbe(10);
   addRoundTotals(results);
 
   const out = (s = "") => console.log(s);
@@ -220,7 +244,8 @@ async function inKernel(): Promise<void> {
     `- "${SNAPSHOT_OPS.floor}": containerd answers from its own DB without calling any ` +
       "snapshotter; it is the client + containerd floor every snapshot op pays. Its ratio, " +
       `like "${SNAPSHOT_OPS.remove}"'s and "ctr version"'s (identical work for both), shows ` +
-      "how far from 1.00 noise alone moves a ratio.",
+      "how far from 1.00 noise, and background work left by the previous call (e.g. a " +
+      "process finishing after it answered), move a ratio.",
   );
   out(
     "- forks: /proc/stat `processes` delta around the call (processes AND threads created " +
@@ -247,6 +272,19 @@ async function inKernel(): Promise<void> {
         ? "no file was written through mounts."
         : "a small file is written through a real mount of every active snapshot before its " +
           "Mounts/Usage/Commit (untimed, identical for both)."),
+  );
+  out(
+    "- Cost of one gRPC hop in this guest, without containerd: a Stat of a missing key sent " +
+      `by this (grpc-js) process straight to our server's socket takes ${fmt(directRtt, 2)} ms ` +
+      `(median), of which ${fmt(directHandler, 2)} ms in our handler. Crossing processes is ` +
+      "expensive in user-mode Linux (every context switch is a host-level switch), so each " +
+      "extra hop weighs far more here than on real hardware.",
+  );
+  out(
+    `- Cost of one spawn of \`dmsetup version\` (median of ${probe.n}): ` +
+      `${fmt(probe.denoMs, 1)} ms from Deno (Deno.Command, piped output, as our server's ` +
+      `runner does) vs ${fmt(probe.shMs, 1)} ms from sh (fork+exec in a loop); ` +
+      "the built-in spawns dmsetup from Go (not measurable separately here).",
   );
   if (strays > 0) {
     out(`- WARNING: our server answered ${strays} RPC(s) during built-in calls.`);

@@ -55,6 +55,11 @@ function isMarker(e: LogEntry): boolean {
   return (e.key ?? "").startsWith(MARKER_PREFIX);
 }
 
+/** Handler durations (ms) of the marker Stats themselves. */
+export function markerHandlerMs(entries: readonly LogEntry[]): number[] {
+  return entries.filter((e) => e.msg === "rpc" && isMarker(e)).map((e) => Number(e.duration_ms));
+}
+
 /** Lines after each marker (marker number → lines), up to the next marker. */
 export function segmentByMarkers(entries: readonly LogEntry[]): Map<number, LogEntry[]> {
   const segments = new Map<number, LogEntry[]>();
