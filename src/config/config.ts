@@ -16,6 +16,7 @@ import { errorMessage } from "../errors.ts";
 import { isLevel, type Level, LEVELS } from "../log.ts";
 import { socketPath } from "../server/socket.ts";
 import { parseSize } from "../size.ts";
+import type { SnapshotterSettings } from "../snapshotter.ts";
 
 /** Default config file; a missing default file means "all defaults". */
 export const DEFAULT_CONFIG_PATH = "/etc/devmapper-snapshotter/config.toml";
@@ -32,21 +33,8 @@ export const DEFAULT_LOG_LEVEL: Level = "info";
 /** Smallest device mkfs.xfs (xfsprogs ≥ 5.19) accepts. */
 export const MIN_XFS_SIZE = 300 * 1024 * 1024;
 
-/** The resolved configuration. Its first seven fields are the snapshotter's settings. */
-export interface Config {
-  /** Directory for the metadata database. */
-  rootPath: string;
-  /** dm name of an existing thin-pool (required). */
-  poolName: string;
-  /** Virtual size of parentless thin devices, bytes. */
-  baseImageSize: number;
-  fsType: FsType;
-  /** mkfs `-E` options for ext4/ext2; "" for the defaults. */
-  fsOptions: string;
-  /** Remove only marks devices; Cleanup deletes them. */
-  asyncRemove: boolean;
-  /** Discard a device's blocks before deleting it. */
-  discardBlocks: boolean;
+/** The resolved configuration: the snapshotter's settings plus the server's. */
+export interface Config extends SnapshotterSettings {
   /** Absolute path of the unix socket to serve on. */
   address: string;
   logLevel: Level;

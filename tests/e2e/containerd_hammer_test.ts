@@ -36,7 +36,7 @@ Deno.test("e2e: our server survives 10,000 calls from containerd's Go client", a
     const kinds = ["stat", "stat-missing", "mounts", "usage", "list", "update"] as const;
     let next = 0;
     const started = performance.now();
-    async function worker() {
+    const worker = async () => {
       while (next < CALLS) {
         const i = next++;
         const kind = kinds[i % kinds.length];
@@ -72,7 +72,7 @@ Deno.test("e2e: our server survives 10,000 calls from containerd's Go client", a
           else unexpected.push(`${kind} #${i}: ${err}`);
         }
       }
-    }
+    };
     await Promise.all(Array.from({ length: CONCURRENCY }, worker));
     const seconds = (performance.now() - started) / 1000;
     console.log(

@@ -11,6 +11,7 @@ import { parseArgs } from "node:util";
 import { type Containerd, removeTree, startContainerd } from "./containerd.ts";
 import { BASE_IMAGE_SIZE, BUILTIN_SNAPSHOTTER, PROXY_SNAPSHOTTER } from "./environment.ts";
 import { buildTestImage } from "./image.ts";
+import { poolThinIds } from "../kernel/fixtures.ts";
 import { REPO_ROOT, type SnapshotterServer, startSnapshotterServer } from "./snapshotter_server.ts";
 
 const DEMO_IMAGE = "docker.io/library/dmsnap-demo:latest";
@@ -42,29 +43,6 @@ async function run(cmd: string, ...args: string[]): Promise<string> {
     throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${stderr || stdout}`);
   }
   return stdout;
-}
-
-/** Thin ids in the pool's metadata, read through a metadata snapshot (quietly). */
-async function thinIds(pool: string, metaLoop: string): Promise<number[]> {
-  const quiet = async (cmd: string, ...args: string[]) => {
-    const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
-    if (!out.success) throw new Error(`${cmd} failed: ${new TextDecoder().decode(out.stderr)}`);
-    return new TextDecoder().decode(out.stdout).trim();
-  };
-  await quiet("dmsetup", "message", pool, "0", "reserve_metadata_snap");
-  try {
-    const out = await quiet(
-      "thin_ls",
-      "--no-headers",
-      "--format",
-      "DEV",
-      "--metadata-snap",
-      metaLoop,
-    );
-    return out.split(/\s+/).filter(Boolean).map(Number).sort((a, b) => a - b);
-  } finally {
-    await quiet("dmsetup", "message", pool, "0", "release_metadata_snap");
-  }
 }
 
 async function ctr(ctd: Containerd, args: string[]): Promise<string> {
@@ -196,7 +174,7 @@ async function main(): Promise<void> {
 
     step("Pool usage with the image unpacked");
     note(await poolUsage(pool));
-    note(`thin devices in the pool (ids): ${(await thinIds(pool, metaLoop)).join(" ")}`);
+    note(`thin devices in the pool (ids): ${(await poolThinIds(pool, metaLoop)).join(" ")}`);
     note(
       "(one per image layer" + (server ? ", one pre-formatted template for new images" : "") +
         ", and those of removed containers until containerd's next garbage collection)",
@@ -208,7 +186,7 @@ async function main(): Promise<void> {
     const left = await ctr(ctd, ["snapshots", "--snapshotter", snapshotter, "ls"]);
     note(left.split("\n").length <= 1 ? "no snapshots left" : left);
     note(await poolUsage(pool));
-    const idle = (await thinIds(pool, metaLoop)).length;
+    const idle = (await poolThinIds(pool, metaLoop)).length;
     note(`thin devices in the pool: ${idle}${server && idle === 1 ? " (the template)" : ""}`);
 
     step("Shutting down: containerd, the snapshotter, the pool and the loop devices");

@@ -109,41 +109,11 @@ export async function createTestPool(options: TestPoolOptions = {}): Promise<Tes
     dir,
     dataLoop,
     metaLoop,
-    async thinIds() {
-      await sh("dmsetup", "message", name, "0", "reserve_metadata_snap");
-      try {
-        const out = await sh(
-          "thin_ls",
-          "--no-headers",
-          "--format",
-          "DEV",
-          "--metadata-snap",
-          metaLoop,
-        );
-        return out.split(/\s+/).filter(Boolean).map(Number).sort((a, b) => a - b);
-      } finally {
-        await sh("dmsetup", "message", name, "0", "release_metadata_snap");
-      }
-    },
+    thinIds: () => poolThinIds(name, metaLoop),
     async destroy() {
-      // `dmsetup table` names a thin device's pool by major:minor.
-      const poolRef = (await shTry(
-        "dmsetup",
-        "info",
-        "-c",
-        "--noheadings",
-        "-o",
-        "major,minor",
-        "--separator",
-        ":",
-        name,
-      )).stdout;
-      const table = await shTry("dmsetup", "table");
-      for (const line of table.stdout.split("\n")) {
-        const m = /^(\S+): \d+ \d+ thin (\S+) /.exec(line);
-        if (!m || (m[2] !== poolRef && m[2] !== `/dev/mapper/${name}`)) continue;
-        await shTry("umount", "-l", `/dev/mapper/${m[1]}`);
-        await shTry("dmsetup", "remove", "--retry", m[1]);
+      for (const device of await thinDevicesOn(name)) {
+        await shTry("umount", "-l", `/dev/mapper/${device}`);
+        await shTry("dmsetup", "remove", "--retry", device);
       }
       await shTry("dmsetup", "remove", "--retry", name);
       await shTry("losetup", "-d", dataLoop);
@@ -162,4 +132,45 @@ export async function dmNames(): Promise<string[]> {
   const out = await shTry("dmsetup", "ls");
   if (out.code !== 0 || out.stdout.startsWith("No devices found")) return [];
   return out.stdout.split("\n").map((l) => l.split(/\s+/)[0]).filter(Boolean);
+}
+
+/** Thin ids in a pool's metadata, read through a metadata snapshot. */
+export async function poolThinIds(pool: string, metaDevice: string): Promise<number[]> {
+  await sh("dmsetup", "message", pool, "0", "reserve_metadata_snap");
+  try {
+    const out = await sh(
+      "thin_ls",
+      "--no-headers",
+      "--format",
+      "DEV",
+      "--metadata-snap",
+      metaDevice,
+    );
+    return out.split(/\s+/).filter(Boolean).map(Number).sort((a, b) => a - b);
+  } finally {
+    await sh("dmsetup", "message", pool, "0", "release_metadata_snap");
+  }
+}
+
+/** Names of the active thin devices that sit on pool `poolName`. */
+export async function thinDevicesOn(poolName: string): Promise<string[]> {
+  // `dmsetup table` names a thin device's pool by major:minor.
+  const ref = (await shTry(
+    "dmsetup",
+    "info",
+    "-c",
+    "--noheadings",
+    "-o",
+    "major,minor",
+    "--separator",
+    ":",
+    poolName,
+  )).stdout;
+  const table = await shTry("dmsetup", "table");
+  const names: string[] = [];
+  for (const line of table.stdout.split("\n")) {
+    const m = /^(\S+): \d+ \d+ thin (\S+) /.exec(line);
+    if (m && (m[2] === ref || m[2] === `/dev/mapper/${poolName}`)) names.push(m[1]);
+  }
+  return names.sort();
 }

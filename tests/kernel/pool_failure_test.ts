@@ -4,10 +4,9 @@
  * pool, the kernel and the checks (`dmsetup ls`, the pool's thin ids) are real.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { createTestPool, dmNames, requireKernel, sh, shTry } from "./fixtures.ts";
-import { realStack, thinDevicesOn } from "./snapshot_fixtures.ts";
-import { openSnapshotter, type SnapshotterSettings } from "../../src/snapshotter.ts";
+import { realStack, testSettings, thinDevicesOn } from "./snapshot_fixtures.ts";
+import { openSnapshotter } from "../../src/snapshotter.ts";
 import type { DeviceMapper } from "../../src/dm/types.ts";
 import type { Formatter } from "../../src/pool/thin_pool.ts";
 import { errorKind } from "../../src/errors.ts";
@@ -25,25 +24,13 @@ function failingActivation(dm: DeviceMapper, state: { failCreate: boolean }): De
   });
 }
 
-function settingsFor(pool: { name: string; dir: string }): SnapshotterSettings {
-  return {
-    rootPath: join(pool.dir, "root"),
-    poolName: pool.name,
-    baseImageSize: 32 * 1024 * 1024,
-    fsType: "ext4",
-    fsOptions: "",
-    asyncRemove: false,
-    discardBlocks: false,
-  };
-}
-
 Deno.test("pool failure: activation failing after create_snap leaves no thin device", async () => {
   requireKernel();
   await using pool = await createTestPool();
   const stack = realStack();
   const state = { failCreate: false };
   const s = await openSnapshotter({
-    ...settingsFor(pool),
+    ...testSettings(pool),
     ...stack,
     dm: failingActivation(stack.dm, state),
   });
@@ -75,7 +62,7 @@ Deno.test("pool failure: mkfs failing while building the template leaves no thin
     ...stack.formatter,
     mkfs: () => Promise.reject(new Error("injected: mkfs failed")),
   };
-  const s = await openSnapshotter({ ...settingsFor(pool), ...stack, formatter: broken });
+  const s = await openSnapshotter({ ...testSettings(pool), ...stack, formatter: broken });
   try {
     const err = await s.prepare("a", "").then(() => undefined, (e) => e);
     assert.match(String(err), /mkfs failed/);
@@ -92,7 +79,7 @@ Deno.test("pool failure: a pool that runs out of space gives a clear Unavailable
   requireKernel();
   // 16 MiB of data: the template (a few MiB of ext4 metadata) fits, 32 MiB of writes do not.
   await using pool = await createTestPool({ dataMb: 16, errorIfNoSpace: true });
-  const s = await openSnapshotter({ ...settingsFor(pool), ...realStack() });
+  const s = await openSnapshotter({ ...testSettings(pool), ...realStack() });
   try {
     const mounts = await s.prepare("a", "");
     const fill = await shTry(

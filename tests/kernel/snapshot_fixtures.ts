@@ -5,7 +5,7 @@
  * @module
  */
 import { join } from "node:path";
-import { createTestPool, sh, shTry, type TestPool, type TestPoolOptions } from "./fixtures.ts";
+import { createTestPool, sh, type TestPool, type TestPoolOptions } from "./fixtures.ts";
 import {
   type DevmapperSnapshotter,
   openSnapshotter,
@@ -43,12 +43,12 @@ export function realStack(logLevel: "error" | "debug" = "error") {
   };
 }
 
-/** Creates a pool and a snapshotter on it. */
-export async function createTestSnapshotter(
-  options: TestSnapshotterOptions = {},
-): Promise<TestSnapshotter> {
-  const pool = await createTestPool(options);
-  const settings: SnapshotterSettings = {
+/** Snapshotter settings for tests on `pool`: 32 MiB ext4 devices, root under the pool's dir. */
+export function testSettings(
+  pool: { name: string; dir: string },
+  overrides: Partial<SnapshotterSettings> = {},
+): SnapshotterSettings {
+  return {
     rootPath: join(pool.dir, "root"),
     poolName: pool.name,
     baseImageSize: 32 * 1024 * 1024,
@@ -56,8 +56,16 @@ export async function createTestSnapshotter(
     fsOptions: "",
     asyncRemove: false,
     discardBlocks: false,
-    ...options.settings,
+    ...overrides,
   };
+}
+
+/** Creates a pool and a snapshotter on it. */
+export async function createTestSnapshotter(
+  options: TestSnapshotterOptions = {},
+): Promise<TestSnapshotter> {
+  const pool = await createTestPool(options);
+  const settings = testSettings(pool, options.settings);
   const open = () => openSnapshotter({ ...settings, ...realStack() });
   const ts: TestSnapshotter = {
     pool,
@@ -124,24 +132,4 @@ export async function readTree(root: string): Promise<Record<string, string>> {
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-/** Names of dm devices that sit on `pool` (thin devices whose table names the pool). */
-export async function thinDevicesOn(poolName: string): Promise<string[]> {
-  const ref = (await shTry(
-    "dmsetup",
-    "info",
-    "-c",
-    "--noheadings",
-    "-o",
-    "major,minor",
-    "--separator",
-    ":",
-    poolName,
-  )).stdout;
-  const table = await shTry("dmsetup", "table");
-  const names: string[] = [];
-  for (const line of table.stdout.split("\n")) {
-    const m = /^(\S+): \d+ \d+ thin (\S+) /.exec(line);
-    if (m && (m[2] === ref || m[2] === `/dev/mapper/${poolName}`)) names.push(m[1]);
-  }
-  return names.sort();
-}
+export { thinDevicesOn } from "./fixtures.ts";
