@@ -33,7 +33,7 @@ export function addRoundTotals(results: Results): void {
     }
     byOp.set(
       ROUND_TOTAL,
-      [...perRound].map(([round, ms]) => ({ ms, forks: NaN, round, mark: -1 })),
+      [...perRound].map(([round, ms]) => ({ ms, forks: NaN, round, start: NaN, end: NaN })),
     );
   }
 }

@@ -24,12 +24,7 @@
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { connectSnapshots } from "../src/server/client.ts";
-import {
-  BUILTIN_SNAPSHOTTER,
-  type E2eEnv,
-  PROXY_SNAPSHOTTER,
-  startE2eEnv,
-} from "../tests/e2e/environment.ts";
+import { BUILTIN_SNAPSHOTTER, PROXY_SNAPSHOTTER, startE2eEnv } from "../tests/e2e/environment.ts";
 import { buildTestImage } from "../tests/e2e/image.ts";
 import { serveArgs } from "../tests/e2e/snapshotter_server.ts";
 import { connectContainerd } from "./containerd_api.ts";
@@ -42,19 +37,14 @@ import {
   ROUND_TOTAL,
   slowerExplanations,
 } from "./report.ts";
-import {
-  MARKER_PREFIX,
-  markerHandlerMs,
-  parseLog,
-  segmentByMarkers,
-  summarize,
-} from "./server_log.ts";
+import { attributeByTime, parseLog, summarize, type Window } from "./server_log.ts";
 import { fmt, median } from "./stats.ts";
 import { spawnProbe } from "./spawn_probe.ts";
 import {
   type BenchContext,
   ctrRound,
   type Results,
+  type Sample,
   SNAPSHOT_OPS,
   snapshotRound,
   type Target,
@@ -104,63 +94,60 @@ async function rssKib(pid: number | undefined): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
-/** Marker calls into our server's log, and reading the log back. */
-function serverMarkers(env: E2eEnv, enabled: boolean) {
-  const client = enabled && env.server ? connectSnapshots(env.server.socket) : undefined;
-  const counter = { next: 0 };
-  const rtts: number[] = [];
-  return {
-    async mark(): Promise<number> {
-      if (!client) return -1;
-      const n = counter.next++;
+/** A gRPC hop with no containerd: Stats of missing keys sent straight to our server. */
+async function directHop(socket: string, n: number): Promise<{ ms: number[]; windows: Window[] }> {
+  const client = connectSnapshots(socket);
+  const ms: number[] = [];
+  const windows: Window[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const start = Date.now();
       const t0 = performance.now();
-      await client.stat(`${MARKER_PREFIX}${n}`).then(
-        () => {
-          throw new Error(`Marker key ${MARKER_PREFIX}${n} exists on our server`);
-        },
-        () => {},
-      );
-      rtts.push(performance.now() - t0);
-      return n;
-    },
-    /**
-     * Waits until the log holds a last marker, then attaches each sample's server work.
-     * Returns how many RPCs our server answered during built-in calls (should be none) and
-     * the markers' own figures: a direct Stat (NotFound) on our socket, no containerd.
-     */
-    async attach(
-      results: Results,
-    ): Promise<{ strays: number; directRtt: number; directHandler: number }> {
-      if (!client || !env.server) return { strays: 0, directRtt: NaN, directHandler: NaN };
-      const last = await this.mark();
-      const deadline = Date.now() + 10_000;
-      let text = "";
-      while (Date.now() < deadline) {
-        text = await Deno.readTextFile(serverLogPath(env.server.configPath));
-        if (text.includes(`key=${MARKER_PREFIX}${last} `)) break;
-        await new Promise((r) => setTimeout(r, 100));
+      const found = await client.stat(`bench-direct-missing-${i}`).then(() => true, () => false);
+      ms.push(performance.now() - t0);
+      windows.push({ start, end: Date.now() });
+      if (found) throw new Error(`bench-direct-missing-${i} exists on our server`);
+    }
+  } finally {
+    client.close();
+  }
+  return { ms, windows };
+}
+
+/**
+ * Attributes our server's log lines to the measured calls by time (see server_log.ts): sets
+ * `server` on every sample of ours. Returns the RPCs our server answered during built-in
+ * calls (should be none), those outside every measured call (untimed steps: warm-up,
+ * `ctr images rm --sync`, …), and the handler times of the direct hops.
+ */
+async function attachServerWork(
+  results: Results,
+  logPath: string,
+  direct: Window[],
+): Promise<{ strays: number; outside: number; directHandler: number[] }> {
+  const tagged: { window: Window; label: string; sample?: Sample }[] = [];
+  for (const [label, byOp] of results) {
+    for (const samples of byOp.values()) {
+      for (const s of samples) {
+        if (Number.isFinite(s.start)) tagged.push({ window: s, label, sample: s });
       }
-      const entries = parseLog(text);
-      const segments = segmentByMarkers(entries);
-      let strays = 0;
-      for (const [label, byOp] of results) {
-        for (const samples of byOp.values()) {
-          for (const s of samples) {
-            if (s.mark < 0) continue;
-            const work = summarize(segments.get(s.mark) ?? []);
-            if (label === OURS) s.server = work;
-            else strays += work.rpcs;
-          }
-        }
-      }
-      client.close();
-      return {
-        strays,
-        directRtt: median(rtts),
-        directHandler: median(markerHandlerMs(entries)),
-      };
-    },
-  };
+    }
+  }
+  for (const window of direct) tagged.push({ window, label: "direct" });
+  tagged.sort((a, b) => a.window.start - b.window.start);
+  const { perWindow, outside } = attributeByTime(
+    parseLog(await Deno.readTextFile(logPath)),
+    tagged.map((t) => t.window),
+  );
+  let strays = 0;
+  const directHandler: number[] = [];
+  tagged.forEach((t, i) => {
+    const work = summarize(perWindow[i]);
+    if (t.label === OURS && t.sample) t.sample.server = work;
+    else if (t.label === "direct") directHandler.push(work.handlerMs);
+    else strays += work.rpcs;
+  });
+  return { strays, outside: summarize(outside).rpcs, directHandler };
 }
 
 async function inKernel(): Promise<void> {
@@ -191,15 +178,15 @@ async function inKernel(): Promise<void> {
       serverLogLevel,
     ],
   });
+  log("spawn-cost probe: dmsetup version from Deno and from sh");
+  const probeBefore = await spawnProbe(10);
   const memory: string[] = [];
   memory.push(`containerd RSS idle: ${await rssKib(env.ctd.pid)} KiB`);
   memory.push(`our server RSS idle: ${await env.server!.rssKib()} KiB`);
   const api = connectContainerd(env.ctd.address);
-  const markers = serverMarkers(env, serverLogLevel === "debug" || serverLogLevel === "trace");
   const results: Results = new Map();
   const ctx: BenchContext = {
     api,
-    mark: () => markers.mark(),
     results,
     mountDir: values["no-write"] ? undefined : mountDir,
     log,
@@ -218,9 +205,14 @@ async function inKernel(): Promise<void> {
   }
   memory.push(`our server RSS after the workload: ${await env.server!.rssKib()} KiB`);
   memory.push(`containerd RSS after the workload: ${await rssKib(env.ctd.pid)} KiB`);
-  const { strays, directRtt, directHandler } = await markers.attach(results);
+  log("direct hop: 20 Stats of missing keys straight to our server's socket");
+  const direct = await directHop(env.server!.socket, 20);
+  const serverLogged = serverLogLevel === "debug" || serverLogLevel === "trace";
+  const { strays, outside, directHandler } = serverLogged
+    ? await attachServerWork(results, serverLogPath(env.server!.configPath), direct.windows)
+    : { strays: 0, outside: 0, directHandler: [] };
   log("spawn-cost probe: dmsetup version from Deno and from sh");
-  const probe = await spawnProbe(10);
+  const probeAfter = await spawnProbe(10);
   addRoundTotals(results);
 
   const out = (s = "") => console.log(s);
@@ -275,17 +267,26 @@ async function inKernel(): Promise<void> {
   );
   out(
     "- Cost of one gRPC hop in this guest, without containerd: a Stat of a missing key sent " +
-      `by this (grpc-js) process straight to our server's socket takes ${fmt(directRtt, 2)} ms ` +
-      `(median), of which ${fmt(directHandler, 2)} ms in our handler. Crossing processes is ` +
+      `by this (grpc-js) process straight to our server's socket takes ` +
+      `${fmt(median(direct.ms), 2)} ms (median of ${direct.ms.length}), of which ` +
+      `${fmt(median(directHandler), 2)} ms in our handler. Crossing processes is ` +
       "expensive in user-mode Linux (every context switch is a host-level switch), so each " +
       "extra hop weighs far more here than on real hardware.",
   );
   out(
-    `- Cost of one spawn of \`dmsetup version\` (median of ${probe.n}): ` +
-      `${fmt(probe.denoMs, 1)} ms from Deno (Deno.Command, piped output, as our server's ` +
-      `runner does) vs ${fmt(probe.shMs, 1)} ms from sh (fork+exec in a loop); ` +
-      "the built-in spawns dmsetup from Go (not measurable separately here).",
+    `- Cost of one spawn of \`dmsetup version\` (median of ${probeBefore.n}), before / after ` +
+      `the workload: ${fmt(probeBefore.denoMs, 1)} / ${fmt(probeAfter.denoMs, 1)} ms from ` +
+      "this Deno process (Deno.Command, piped output, as our server's runner does) vs " +
+      `${fmt(probeBefore.shMs, 1)} / ${fmt(probeAfter.shMs, 1)} ms from sh (fork+exec in a ` +
+      "loop); the built-in spawns dmsetup from Go (not measurable separately here).",
   );
+  if (serverLogged) {
+    out(
+      "- Our server's log lines are attributed to calls by time (nothing is sent to it between " +
+        `calls); ${outside} RPC(s) it answered fell outside every measured call (untimed ` +
+        "steps: the warm-up round, `ctr images rm --sync` between imports).",
+    );
+  }
   if (strays > 0) {
     out(`- WARNING: our server answered ${strays} RPC(s) during built-in calls.`);
   }
@@ -301,6 +302,10 @@ if (import.meta.main) {
     await inKernel();
   } else {
     const { runInKernel } = await import("../tests/uml/launcher.ts");
+    const load = async () => (await Deno.readTextFile("/proc/loadavg")).trim();
+    console.log(
+      `Host load average before: ${await load()} (${navigator.hardwareConcurrency} CPUs)`,
+    );
     console.log("Booting user-mode Linux for the benchmark…");
     const result = await runInKernel({
       command: [Deno.execPath(), "run", "-A", "bench/run.ts", ...Deno.args],
@@ -308,6 +313,10 @@ if (import.meta.main) {
       timeoutMs: 20 * 60_000,
     });
     if (result.code < 0) console.error(result.console.slice(-3000));
+    console.log(
+      `Host load average after: ${await load()} — the guest shares the host's CPUs, so other ` +
+        "work on the host (e.g. concurrent kernel tests) adds noise to both snapshotters.",
+    );
     Deno.exit(result.code === 0 ? 0 : 1);
   }
 }

@@ -1,22 +1,31 @@
 /**
  * Reads our server's debug log (one `key=value` line per event, see src/log.ts) to attribute
- * the server's work to the benchmark's calls. Before every measured call the benchmark sends
- * the server a Stat of a marker key (`bench-mark-<n>`) directly; every line between marker
- * `n` and the next marker belongs to call `n`.
+ * the server's work to the benchmark's calls by time: every measured call records the wall
+ * clock (ms) before and after it, and a log line whose `time` falls in a call's window belongs
+ * to that call. Nothing is sent to the server between calls, so the attribution cannot warm
+ * it up or otherwise change what is measured.
+ *
+ * The windows are sequential, so a line can only be ambiguous when one call ends and the next
+ * starts in the same millisecond; it then goes to the earlier call, because no call can reach
+ * our server through containerd within the millisecond it started (a bare round trip to
+ * containerd takes ≥ 2 ms in the test kernel).
  *
  * Lines used: `msg="rpc" method=… duration_ms=…` (one per RPC the server answered, timed in
- * its handler) and `msg="snapshot operation" op=… spawns=… ms=…` (one per snapshotter
- * operation, with the processes it spawned); at trace level also `msg="spawn" cmd=… args=[…]
- * ms=…` (one per process spawned, with its wall time).
+ * its handler), `msg="snapshot operation" op=… spawns=… ms=…` (one per snapshotter operation,
+ * with the processes it spawned), and at trace level `msg="spawn" cmd=… args=[…] ms=…` (one
+ * per process spawned, with its wall time).
  *
  * @module
  */
 
-/** Prefix of marker keys. */
-export const MARKER_PREFIX = "bench-mark-";
-
 /** One parsed log line: field name → value. */
 export type LogEntry = Record<string, string>;
+
+/** A measured call's wall-clock window (ms since the epoch, inclusive). */
+export interface Window {
+  start: number;
+  end: number;
+}
 
 /** What the server did for one benchmark call. */
 export interface ServerWork {
@@ -51,29 +60,31 @@ export function parseLog(text: string): LogEntry[] {
   return text.split("\n").map(parseLogLine).filter((e): e is LogEntry => e !== null);
 }
 
-function isMarker(e: LogEntry): boolean {
-  return (e.key ?? "").startsWith(MARKER_PREFIX);
+/** The line's `time` in ms since the epoch (NaN without one). */
+export function entryTime(e: LogEntry): number {
+  return e.time ? Date.parse(e.time) : NaN;
 }
 
-/** Handler durations (ms) of the marker Stats themselves. */
-export function markerHandlerMs(entries: readonly LogEntry[]): number[] {
-  return entries.filter((e) => e.msg === "rpc" && isMarker(e)).map((e) => Number(e.duration_ms));
-}
-
-/** Lines after each marker (marker number → lines), up to the next marker. */
-export function segmentByMarkers(entries: readonly LogEntry[]): Map<number, LogEntry[]> {
-  const segments = new Map<number, LogEntry[]>();
-  let current: LogEntry[] | undefined;
+/**
+ * Assigns each line to the earliest window containing its time. `windows` must be sorted by
+ * start and not overlap (they may touch); lines must be in log order. Returns the lines per
+ * window (same indexes) and the lines in no window.
+ */
+export function attributeByTime(
+  entries: readonly LogEntry[],
+  windows: readonly Window[],
+): { perWindow: LogEntry[][]; outside: LogEntry[] } {
+  const perWindow: LogEntry[][] = windows.map(() => []);
+  const outside: LogEntry[] = [];
+  let w = 0;
   for (const e of entries) {
-    if (isMarker(e)) {
-      const n = Number(e.key.slice(MARKER_PREFIX.length));
-      current = segments.get(n) ?? [];
-      segments.set(n, current);
-    } else if (current) {
-      current.push(e);
-    }
+    const t = entryTime(e);
+    if (Number.isNaN(t)) continue;
+    while (w < windows.length && windows[w].end < t) w++;
+    if (w < windows.length && windows[w].start <= t) perWindow[w].push(e);
+    else outside.push(e);
   }
-  return segments;
+  return { perWindow, outside };
 }
 
 /** The subcommand of a traced dmsetup spawn's args (`["message","pool","0","…"]` → `message`). */
@@ -87,7 +98,7 @@ function commandWord(args: string | undefined): string {
   }
 }
 
-/** Sums what the server did in one segment. */
+/** Sums what the server did in a set of lines. */
 export function summarize(entries: readonly LogEntry[]): ServerWork {
   const work: ServerWork = {
     rpcs: 0,

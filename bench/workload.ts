@@ -38,8 +38,9 @@ export interface Sample {
   forks: number;
   /** Workload round (-1 for the ctr phase). */
   round: number;
-  /** Number of the server-log marker sent just before the call (-1: none). */
-  mark: number;
+  /** Wall clock (ms since the epoch) just before and just after the call. */
+  start: number;
+  end: number;
   /** What our server did for the call (filled in from its log afterwards). */
   server?: ServerWork;
 }
@@ -74,8 +75,6 @@ export const CTR_OPS = {
 /** Everything a measurement needs. */
 export interface BenchContext {
   api: ContainerdApi;
-  /** Sends a marker to our server's log (when it logs at debug); returns its number or -1. */
-  mark(): Promise<number>;
   results: Results;
   /** Directory to mount active snapshots on; none: no write through a mount. */
   mountDir?: string;
@@ -97,18 +96,19 @@ async function measure<T>(
   round: number | null,
   fn: () => Promise<T>,
 ): Promise<T> {
-  const mark = await ctx.mark();
   const f0 = await forkCount();
+  const start = Date.now();
   const t0 = performance.now();
   const value = await fn();
   const ms = performance.now() - t0;
+  const end = Date.now();
   const f1 = await forkCount();
   if (round !== null) {
     const byOp = ctx.results.get(target.label) ?? new Map<string, Sample[]>();
     ctx.results.set(target.label, byOp);
     const samples = byOp.get(op) ?? [];
     byOp.set(op, samples);
-    samples.push({ ms, forks: f1 - f0, round, mark });
+    samples.push({ ms, forks: f1 - f0, round, start, end });
   }
   return value;
 }
@@ -269,7 +269,6 @@ export async function ctrRound(
           options.image.archive,
         ]));
       if (k < options.runs - 1) {
-        await ctx.mark();
         await ctr(t, ["images", "rm", "--sync", options.image.ref]);
       }
     }
@@ -289,7 +288,6 @@ export async function ctrRound(
     }
   }
   for (const t of targets) {
-    await ctx.mark();
     await ctr(t, ["images", "rm", "--sync", options.image.ref]);
   }
 }
