@@ -12,7 +12,7 @@
  * where our time goes (handler vs. the rest), memory, and a verdict per operation.
  *
  * Flags: `--layers <n>` (chain length and number of views, default 20), `--rounds <n>`
- * (snapshot-workload rounds, default 5, after one small warm-up round), `--runs <n>` (imports
+ * (snapshot-workload rounds, default 4, after one small warm-up round), `--runs <n>` (imports
  * and container runs per snapshotter, default 5), `--lists <n>` (List calls per round,
  * default 3), `--no-write` (skip writing a file through a mount of each active snapshot),
  * `--server-log-level <level>` (default debug; trace adds each spawn's command and time, at
@@ -54,7 +54,7 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     layers: { type: "string", default: "20" },
-    rounds: { type: "string", default: "5" },
+    rounds: { type: "string", default: "4" },
     runs: { type: "string", default: "5" },
     lists: { type: "string", default: "3" },
     "no-write": { type: "boolean", default: false },
@@ -195,11 +195,20 @@ async function inKernel(): Promise<void> {
     log(`ctr phase: images import ×${runs} and run --rm ×${runs} per snapshotter, alternating`);
     await ctrRound(ctx, env.ctd, TARGETS, { runs, image });
     log("warm-up round (3 layers, not counted)");
+    const rss: string[] = [];
+    const readRss = async () => {
+      rss.push(`${await env.server!.rssKib()}/${await rssKib(env.ctd.pid)}`);
+    };
+    await readRss();
     await snapshotRound(ctx, TARGETS, { layers: 3, round: null, lists: 1 });
     for (let r = 0; r < rounds; r++) {
       log(`snapshot round ${r + 1}/${rounds}: ${layers} layers, ${layers} views, ${lists} lists`);
       await snapshotRound(ctx, TARGETS, { layers, round: r, lists });
+      await readRss();
     }
+    memory.push(
+      `RSS (KiB) ours/containerd after the ctr phase, then after each round: ${rss.join(", ")}`,
+    );
   } finally {
     api.close();
   }
