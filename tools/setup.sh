@@ -19,9 +19,15 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Deno, pinned in tools/deno/package-lock.json, from the npm registry.
-if ! tools/deno/node_modules/deno/deno --version 2>/dev/null | grep -q "^deno 2.8.3 "; then
-  (cd tools/deno && npm ci --no-audit --no-fund --loglevel=error)
+# Deno, pinned in tools/deno/package-lock.json, from the npm registry. (`npm ci` refuses the
+# lock file because it records only this platform's optional binary package.)
+DENO=tools/deno/node_modules/deno/deno
+if ! "$DENO" --version 2>/dev/null | grep -q "^deno 2.8.3 "; then
+  (cd tools/deno && npm install --no-save --no-audit --no-fund --loglevel=error)
+  # deno's postinstall links the platform binary into place; do it here if scripts did not run
+  if ! "$DENO" --version >/dev/null 2>&1; then
+    cp tools/deno/node_modules/@deno/linux-x64-glibc/deno "$DENO"
+  fi
 fi
-tools/deno/node_modules/deno/deno install --frozen --quiet
-tools/deno/node_modules/deno/deno --version | head -1
+"$DENO" install --frozen --quiet
+"$DENO" --version | head -1
