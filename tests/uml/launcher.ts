@@ -119,6 +119,8 @@ export async function buildXstateShim(workDir: string): Promise<string> {
 }
 
 function initScript(opts: {
+  /** A directory that must stay reachable at its path (the repository). */
+  keep: string;
   runDir: string;
   cwd: string;
   command: string[];
@@ -136,8 +138,21 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=0755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# Guest-private tmpfs on /run and /tmp; a repository that lives below one of them stays
+# visible at its own path (bind-mounted across the new tmpfs).
+REPO=${shellQuote(opts.keep)}
+scratch() {
+  case "$REPO/" in
+    "$1"/*)
+      mkdir -p /dev/.keep && mount --bind "$REPO" /dev/.keep
+      mount -t tmpfs -o "mode=$2" tmpfs "$1"
+      mkdir -p "$REPO" && mount --bind /dev/.keep "$REPO" && umount /dev/.keep
+      ;;
+    *) mount -t tmpfs -o "mode=$2" tmpfs "$1" ;;
+  esac
+}
+scratch /run 0755
+scratch /tmp 1777
 mkdir -p /dev/shm /dev/pts /sys/fs/cgroup
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t devpts devpts /dev/pts 2>/dev/null
@@ -229,7 +244,13 @@ export async function runInKernel(options: KernelRunOptions): Promise<KernelRunR
   if (denoDir) env.DENO_DIR = resolve(denoDir);
   Deno.writeTextFileSync(
     initPath,
-    initScript({ runDir, cwd: options.cwd ?? REPO_ROOT, command: options.command, env }),
+    initScript({
+      keep: REPO_ROOT,
+      runDir,
+      cwd: options.cwd ?? REPO_ROOT,
+      command: options.command,
+      env,
+    }),
     { mode: 0o755 },
   );
   const memoryMb = options.memoryMb ?? 2048;
