@@ -88,11 +88,11 @@ const STATUS_CACHE_MS = 1000;
 
 /** Opens the store, checks the pool, reconciles, and returns a ready snapshotter. */
 export async function openSnapshotter(options: SnapshotterOptions): Promise<DevmapperSnapshotter> {
-  await openPool(options.dm, options.poolName); // before anything is written
+  const { status } = await openPool(options.dm, options.poolName); // before anything is written
   mkdirSync(options.rootPath, { recursive: true, mode: 0o750 });
   const store = openStore(join(options.rootPath, "metadata.db"));
   try {
-    const snapshotter = new DevmapperSnapshotter(store, options);
+    const snapshotter = new DevmapperSnapshotter(store, options, status);
     await snapshotter.reconcile();
     return snapshotter;
   } catch (err) {
@@ -112,11 +112,14 @@ export class DevmapperSnapshotter implements Snapshotter {
   /** What the reconciliation at start did. */
   lastReconcile: ReconcileReport | undefined;
   #statusCache: { at: number; status: Promise<Map<string, TargetStatus[]>> } | undefined;
+  /** The pool's status as last read. */
+  #poolStatus: PoolStatus | undefined;
   #closed = false;
 
   /** Use {@linkcode openSnapshotter}. */
-  constructor(store: MetadataStore, options: SnapshotterOptions) {
+  constructor(store: MetadataStore, options: SnapshotterOptions, poolStatus?: PoolStatus) {
     this.#store = store;
+    this.#poolStatus = poolStatus;
     this.#settings = options;
     this.#log = options.logger ?? silentLogger();
     this.#clock = options.clock ?? createClock();
@@ -487,21 +490,47 @@ export class DevmapperSnapshotter implements Snapshotter {
     const now = performance.now();
     if (!this.#statusCache || now - this.#statusCache.at > STATUS_CACHE_MS) {
       const status = this.pool.dm.statusAll();
-      status.catch(() => (this.#statusCache = undefined));
+      status.then(
+        (all) => {
+          const line = all.get(this.pool.poolName)?.[0];
+          this.#poolStatus = line?.target === "thin-pool" ? line as PoolStatus : undefined;
+        },
+        () => (this.#statusCache = undefined),
+      );
       this.#statusCache = { at: now, status };
     }
     return this.#statusCache.status;
   }
 
-  /** Refuses new devices on a failed, read-only, full or unchecked pool (cached status). */
+  /** The pool's status, read now (refreshes what the health check before Prepare uses). */
+  async poolStatus(): Promise<PoolStatus> {
+    this.#statusCache = undefined;
+    await this.#deviceStatus();
+    if (!this.#poolStatus) throw new UnavailableError(`pool "${this.pool.poolName}" not found`);
+    return this.#poolStatus;
+  }
+
+  /**
+   * Refuses new devices on a failed, read-only, full or unchecked pool. A healthy last status
+   * (read at start, by Usage, or by the background refresh this starts when it is older than
+   * a second) is trusted, so the check adds no spawn to Prepare; an unhealthy one is read
+   * again before refusing, so a pool that recovered is used at once.
+   */
   async #checkPoolHealth(what: string): Promise<void> {
-    const line = (await this.#deviceStatus()).get(this.pool.poolName)?.[0];
-    if (line?.target !== "thin-pool") return; // gone: the dm step reports it
+    if (performance.now() - (this.#statusCache?.at ?? -Infinity) > STATUS_CACHE_MS) {
+      this.#deviceStatus().catch(() => {}); // refresh in the background
+    }
+    const check = (status: PoolStatus | undefined) => {
+      if (status) checkPoolHealth(status, this.pool.poolName);
+    };
     try {
-      checkPoolHealth(line as PoolStatus, this.pool.poolName);
-    } catch (err) {
-      this.#statusCache = undefined; // look again next time
-      throw new UnavailableError(`${what}: ${errorMessage(err)}`, { cause: err });
+      check(this.#poolStatus);
+    } catch {
+      try {
+        check(await this.poolStatus());
+      } catch (err) {
+        throw new UnavailableError(`${what}: ${errorMessage(err)}`, { cause: err });
+      }
     }
   }
 
@@ -612,14 +641,13 @@ export class DevmapperSnapshotter implements Snapshotter {
     if (this.#closed) throw new UnavailableError("snapshotter is closed");
   }
 
-  /** Closes the database; idempotent. */
-  close(): Promise<void> {
-    if (!this.#closed) {
-      this.#closed = true;
-      this.#store.close();
-      this.#clock.close?.();
-    }
-    return Promise.resolve();
+  /** Waits for a background status read, then closes the database; idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#statusCache?.status.catch(() => {});
+    this.#store.close();
+    this.#clock.close?.();
   }
 }
 

@@ -259,9 +259,9 @@ Deno.test("snapshotter: spawns per operation stay below upstream's", async () =>
     await s.remove("c");
   });
   console.log({ prepare, commit, child, view, stat, removeView, removeCommitted });
-  // Prepare/View: create_snap + activation, plus at most one pool status per second
-  // (shared health check): upstream spends 2 + mkfs + mount/umount (parentless) or ≥ 3 +
-  // mount/umount (with parent).
+  // Prepare/View: create_snap + activation (the pool health check reads a status in the
+  // background at most once a second, off the request path; counted here when it ran):
+  // upstream spends 2 + mkfs + mount/umount (parentless) or ≥ 3 + mount/umount (with parent).
   assert.ok(prepare <= 3, `prepare ${prepare}`);
   assert.ok(child <= 3, `prepare with parent ${child}`);
   assert.ok(commit <= 2, `commit ${commit}`); // upstream 5
