@@ -197,10 +197,15 @@ export function decodeHeader(buf: Uint8Array): DmHeader {
   };
 }
 
-/** The reply payload: bytes `data_start .. data_size` of the buffer (bounds-checked). */
+/**
+ * The reply payload: bytes `data_start .. data_size` of the buffer (bounds-checked). Empty
+ * when the command returned no data (the kernel then sets `data_size` to the header's 305
+ * bytes before `data`).
+ */
 export function replyPayload(buf: Uint8Array, header: DmHeader = decodeHeader(buf)): Uint8Array {
   const { dataStart, dataSize } = header;
-  if (dataStart < DM_IOCTL_SIZE - 7 || dataStart > dataSize || dataSize > buf.length) {
+  if (dataSize <= dataStart) return buf.subarray(0, 0);
+  if (dataStart < DM_IOCTL_SIZE - 7 || dataSize > buf.length) {
     throw new DmAbiError(
       `bad dm_ioctl reply: data_start ${dataStart}, data_size ${dataSize}, buffer ${buf.length}`,
     );
@@ -367,11 +372,13 @@ export function parseTableText(table: string): TargetSpec[] {
   });
 }
 
-/** Formats a target as a `dmsetup table`/`status` line (without the device name). */
+/**
+ * Formats a target as a `dmsetup table`/`status` line (without the device name); trailing
+ * whitespace of the params (some targets emit a trailing space) is dropped, as dmsetup does.
+ */
 export function formatTarget(t: TargetSpec): string {
-  return t.params
-    ? `${t.start} ${t.length} ${t.type} ${t.params}`
-    : `${t.start} ${t.length} ${t.type}`;
+  const params = t.params.trimEnd();
+  return params ? `${t.start} ${t.length} ${t.type} ${params}` : `${t.start} ${t.length} ${t.type}`;
 }
 
 /** Linux errno numbers of the errnos the driver layer distinguishes. */
