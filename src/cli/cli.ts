@@ -97,6 +97,7 @@ export function describeConfig(config: Config, file: string | undefined): string
     `fs_options = ${q(config.fsOptions)}`,
     `async_remove = ${config.asyncRemove}`,
     `discard_blocks = ${config.discardBlocks}`,
+    `dm_backend = ${q(config.dmBackend)}`,
     `address = ${q(config.address)}`,
     `log_level = ${q(config.logLevel)}`,
     "",

@@ -1,19 +1,47 @@
 /**
- * The production wiring: `dmsetup` through a command runner, mkfs formatter, and
- * `openSnapshotter` with the configured settings.
+ * The production wiring: a device-mapper backend (DM ioctls, or `dmsetup` spawns), the mkfs
+ * formatter, and `openSnapshotter` with the configured settings.
  *
  * @module
  */
 import { Dmsetup } from "../dm/dmsetup.ts";
+import { DmIoctl, DmIoctlUnavailableError } from "../dm/ioctl.ts";
 import { DenoCommandRunner } from "../dm/runner.ts";
+import type { DeviceMapper } from "../dm/types.ts";
+import type { Logger } from "../log.ts";
+import type { Config } from "../config/config.ts";
 import { createFormatter } from "../pool/formatter.ts";
 import { openSnapshotter } from "../snapshotter.ts";
+import type { CommandRunner } from "../dm/runner.ts";
 import type { SnapshotterFactory } from "./serve.ts";
+
+/**
+ * The device-mapper backend `config.dmBackend` asks for. `auto` takes DM ioctls when
+ * `/dev/mapper/control` can be used through FFI and falls back to `dmsetup` (logged).
+ */
+export function createDeviceMapper(
+  config: Pick<Config, "dmBackend">,
+  runner: CommandRunner,
+  logger: Logger,
+): DeviceMapper {
+  const dmLogger = logger.with({ component: "dm" });
+  if (config.dmBackend !== "dmsetup") {
+    try {
+      const dm = new DmIoctl({ logger: dmLogger });
+      logger.info("device-mapper backend: ioctl", { backend: "ioctl" });
+      return dm;
+    } catch (err) {
+      if (config.dmBackend === "ioctl" || !(err instanceof DmIoctlUnavailableError)) throw err;
+      logger.warn("DM ioctls unavailable; using dmsetup", { error: err });
+    }
+  }
+  logger.info("device-mapper backend: dmsetup", { backend: "dmsetup" });
+  return new Dmsetup({ runner, logger: dmLogger });
+}
 
 /** Opens the devmapper snapshotter described by `config` (checks the pool, reconciles). */
 export const openDevmapperSnapshotter: SnapshotterFactory = (config, logger) => {
   const runner = new DenoCommandRunner({ logger: logger.with({ component: "exec" }) });
-  const dm = new Dmsetup({ runner, logger: logger.with({ component: "dm" }) });
   return openSnapshotter({
     rootPath: config.rootPath,
     poolName: config.poolName,
@@ -22,7 +50,7 @@ export const openDevmapperSnapshotter: SnapshotterFactory = (config, logger) => 
     fsOptions: config.fsOptions,
     asyncRemove: config.asyncRemove,
     discardBlocks: config.discardBlocks,
-    dm,
+    dm: createDeviceMapper(config, runner, logger),
     formatter: createFormatter(runner),
     logger: logger.with({ component: "snapshotter" }),
   });

@@ -34,7 +34,14 @@ export const DEFAULT_LOG_LEVEL: Level = "info";
 export const MIN_XFS_SIZE = 300 * 1024 * 1024;
 
 /** The resolved configuration: the snapshotter's settings plus the server's. */
+/** How the snapshotter talks to device-mapper. */
+export type DmBackend = "auto" | "ioctl" | "dmsetup";
+/** The accepted `dm_backend` values. */
+export const DM_BACKENDS: readonly DmBackend[] = ["auto", "ioctl", "dmsetup"];
+
 export interface Config extends SnapshotterSettings {
+  /** `ioctl` (DM ioctls on /dev/mapper/control), `dmsetup` (spawns), `auto` (ioctl if usable). */
+  dmBackend: DmBackend;
   /** Absolute path of the unix socket to serve on. */
   address: string;
   logLevel: Level;
@@ -49,6 +56,7 @@ export type ConfigKey =
   | "discard_blocks"
   | "fs_type"
   | "fs_options"
+  | "dm_backend"
   | "address"
   | "log_level";
 
@@ -101,6 +109,12 @@ export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
       "Discard a device's blocks (blkdiscard) before deleting it, returning space to the pool's " +
       "backing store.",
   },
+  dm_backend: {
+    type: "string",
+    flag: "dm-backend",
+    doc: "How to drive device-mapper: ioctl (DM ioctls on /dev/mapper/control, no process " +
+      "spawns), dmsetup (spawn dmsetup), auto (ioctl when usable, else dmsetup).",
+  },
   address: {
     type: "string",
     flag: "address",
@@ -123,6 +137,7 @@ export const DEFAULT_VALUES: Readonly<Record<ConfigKey, string | boolean>> = {
   fs_options: "",
   async_remove: false,
   discard_blocks: false,
+  dm_backend: "auto",
   address: DEFAULT_ADDRESS,
   log_level: DEFAULT_LOG_LEVEL,
 };
@@ -305,6 +320,19 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
   const asyncRemove = bool("async_remove");
   const discardBlocks = bool("discard_blocks");
 
+  let dmBackend: DmBackend = "auto";
+  const backendText = str("dm_backend");
+  if (backendText !== undefined) {
+    if ((DM_BACKENDS as readonly string[]).includes(backendText)) {
+      dmBackend = backendText as DmBackend;
+    } else {
+      fail(
+        "dm_backend",
+        `unknown backend ${JSON.stringify(backendText)} (use ${DM_BACKENDS.join(", ")})`,
+      );
+    }
+  }
+
   let address = "";
   const addressText = str("address");
   if (addressText !== undefined) {
@@ -339,6 +367,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     fsOptions,
     asyncRemove,
     discardBlocks,
+    dmBackend,
     address,
     logLevel,
   };

@@ -41,6 +41,7 @@ Deno.test("defaults: only pool_name must be given", () => {
     fsOptions: "",
     asyncRemove: false,
     discardBlocks: false,
+    dmBackend: "auto",
     address: DEFAULT_ADDRESS,
     logLevel: "info",
   });
@@ -57,6 +58,7 @@ Deno.test("every key set in the file is used", () => {
       base_image_size: "512Mb",
       async_remove: true,
       discard_blocks: true,
+      dm_backend: "dmsetup",
       fs_type: "ext2",
       fs_options: "stride=8",
       address: "unix:///run/s.sock",
@@ -70,6 +72,7 @@ Deno.test("every key set in the file is used", () => {
       fsOptions: "stride=8",
       asyncRemove: true,
       discardBlocks: true,
+      dmBackend: "dmsetup",
       address: "/run/s.sock",
       logLevel: "debug",
     },
@@ -230,4 +233,14 @@ Deno.test("flags override the file and are reported as --flags", () => {
     key: "--base-image-size",
     message: "failed to parse base image size 'x': invalid size: 'x'",
   }]);
+});
+
+Deno.test("dm_backend accepts auto, ioctl, dmsetup and nothing else", () => {
+  for (const b of ["auto", "ioctl", "dmsetup"]) {
+    assert.equal(resolveFile({ pool_name: "p", dm_backend: b }).dmBackend, b);
+  }
+  assert.throws(
+    () => resolveFile({ pool_name: "p", dm_backend: "lvm" }),
+    /dm_backend: unknown backend "lvm"/,
+  );
 });

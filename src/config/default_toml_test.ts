@@ -16,6 +16,7 @@ Deno.test("`config default` output parses, validates and equals the defaults", a
     fsOptions: "",
     asyncRemove: false,
     discardBlocks: false,
+    dmBackend: "auto",
     address: DEFAULT_ADDRESS,
     logLevel: "info",
   });

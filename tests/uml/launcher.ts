@@ -138,6 +138,8 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# no hotplug helper exists here; the kernel would try to start one for every new device
+echo > /proc/sys/kernel/hotplug 2>/dev/null
 # Guest-private tmpfs on /run and /tmp; a repository that lives below one of them stays
 # visible at its own path (bind-mounted across the new tmpfs).
 REPO=${shellQuote(opts.keep)}
