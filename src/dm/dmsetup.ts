@@ -14,6 +14,7 @@
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { commandError, DmError, isErrno } from "./errors.ts";
+import { createSnapMessage, createThinMessage, deleteThinMessage } from "./thin_messages.ts";
 import {
   INFO_COLUMNS,
   parseInfoAll,
@@ -276,35 +277,18 @@ export class Dmsetup implements DeviceMapper {
 
   /** `create_thin <id>`; EEXIST when taken. */
   async createThin(pool: string, id: number): Promise<void> {
-    checkThinId(id);
-    await this.message(pool, 0, `create_thin ${id}`);
+    await this.message(pool, 0, createThinMessage(id));
   }
 
   /** `create_snap <id> <originId>`; EEXIST when taken. */
   async createSnap(pool: string, id: number, originId: number): Promise<void> {
-    checkThinId(id);
-    checkThinId(originId);
-    await this.message(pool, 0, `create_snap ${id} ${originId}`);
+    await this.message(pool, 0, createSnapMessage(id, originId));
   }
 
   /** `delete <id>`; ENODATA when absent, EBUSY when active. */
   async deleteThin(pool: string, id: number): Promise<void> {
-    checkThinId(id);
-    await this.message(pool, 0, `delete ${id}`);
+    await this.message(pool, 0, deleteThinMessage(id));
   }
 }
 
-/** Largest thin device id (24 bits). */
-export const MAX_THIN_ID = 0xffffff;
-
-function checkThinId(id: number): void {
-  if (!Number.isInteger(id) || id < 0 || id > MAX_THIN_ID) {
-    throw new DmError({
-      command: [],
-      exitCode: -1,
-      stderr: "",
-      errno: "EINVAL",
-      message: `Invalid thin device id ${id}: must be an integer 0..${MAX_THIN_ID}`,
-    });
-  }
-}
+export { MAX_THIN_ID } from "./thin_messages.ts";

@@ -16,7 +16,8 @@
  */
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import { MAX_THIN_ID, validateDeviceName } from "./dmsetup.ts";
+import { validateDeviceName } from "./dmsetup.ts";
+import { createSnapMessage, createThinMessage, deleteThinMessage } from "./thin_messages.ts";
 import { DmError, isErrno } from "./errors.ts";
 import {
   decodeHeader,
@@ -105,12 +106,6 @@ function invalid(message: string, cause?: unknown): DmError {
   return new DmError({ command: [], exitCode: -1, stderr: "", errno: "EINVAL", message }, {
     cause,
   });
-}
-
-function checkThinId(id: number): void {
-  if (!Number.isInteger(id) || id < 0 || id > MAX_THIN_ID) {
-    throw invalid(`Invalid thin device id ${id}: must be an integer 0..${MAX_THIN_ID}`);
-  }
 }
 
 function parseTable(table: string): TargetSpec[] {
@@ -544,21 +539,17 @@ export class DmIoctl implements DeviceMapper, Disposable {
 
   /** `create_thin <id>`; EEXIST when taken. */
   async createThin(pool: string, id: number): Promise<void> {
-    checkThinId(id);
-    await this.message(pool, 0, `create_thin ${id}`);
+    await this.message(pool, 0, createThinMessage(id));
   }
 
   /** `create_snap <id> <originId>`; EEXIST when taken. */
   async createSnap(pool: string, id: number, originId: number): Promise<void> {
-    checkThinId(id);
-    checkThinId(originId);
-    await this.message(pool, 0, `create_snap ${id} ${originId}`);
+    await this.message(pool, 0, createSnapMessage(id, originId));
   }
 
   /** `delete <id>`; ENODATA when absent, EBUSY when active. */
   async deleteThin(pool: string, id: number): Promise<void> {
-    checkThinId(id);
-    await this.message(pool, 0, `delete ${id}`);
+    await this.message(pool, 0, deleteThinMessage(id));
   }
 }
 

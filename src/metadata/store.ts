@@ -12,9 +12,9 @@
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.ts";
 import type { Kind, Timestamp } from "../types.ts";
+import { MAX_THIN_ID } from "../dm/thin_messages.ts";
 
-/** Largest thin device id the kernel accepts (24 bits). */
-export const MAX_THIN_ID = 0xffffff;
+export { MAX_THIN_ID };
 
 /** What a device row is for. */
 export type DeviceRole = "snapshot" | "template" | "foreign";
