@@ -648,6 +648,7 @@ export class DevmapperSnapshotter implements Snapshotter {
     await this.#statusCache?.status.catch(() => {});
     this.#store.close();
     this.#clock.close?.();
+    this.pool.dm.close?.();
   }
 }
 

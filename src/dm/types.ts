@@ -129,6 +129,8 @@ export interface DeviceMapper {
   deleteThin(pool: string, id: number): Promise<void>;
   /** Number of processes this backend has spawned so far (0 forever for an ioctl backend). */
   readonly spawns: number;
+  /** Releases what the backend holds open (the ioctl backend's control node). Idempotent. */
+  close?(): void;
 }
 
 /** Path of a device's node. */
