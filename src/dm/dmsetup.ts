@@ -60,6 +60,17 @@ async function statExists(path: string): Promise<boolean> {
   }
 }
 
+/** `dmsetup info` in the column format {@linkcode parseInfoLine} reads. */
+const INFO_ARGS: readonly string[] = [
+  "info",
+  "-c",
+  "--noheadings",
+  "-o",
+  INFO_COLUMNS,
+  "--separator",
+  " ",
+];
+
 /** Longest dm device name (DM_NAME_LEN - 1). */
 const MAX_NAME = 127;
 
@@ -120,7 +131,7 @@ export class Dmsetup implements DeviceMapper {
   }
 
   /** Runs dmsetup; returns stdout trimmed of trailing whitespace, throws {@linkcode DmError}. */
-  async #run(args: string[]): Promise<string> {
+  async #run(args: readonly string[]): Promise<string> {
     const result = await this.#runner.run(this.#binary, args, { timeoutMs: this.#timeoutMs });
     if (result.code !== 0) throw commandError(this.#binary, args, result);
     return result.stdout.trimEnd();
@@ -150,16 +161,7 @@ export class Dmsetup implements DeviceMapper {
   async info(name: string): Promise<DeviceInfo | undefined> {
     validateDeviceName(name);
     try {
-      const out = await this.#run([
-        "info",
-        "-c",
-        "--noheadings",
-        "-o",
-        INFO_COLUMNS,
-        "--separator",
-        " ",
-        name,
-      ]);
+      const out = await this.#run([...INFO_ARGS, name]);
       return parseInfoLine(out.split("\n")[0]);
     } catch (err) {
       if (isErrno(err, "ENXIO")) return undefined;
@@ -169,15 +171,7 @@ export class Dmsetup implements DeviceMapper {
 
   /** `dmsetup info -c` of every device, one spawn. */
   async infoAll(): Promise<Map<string, DeviceInfo>> {
-    const out = await this.#run([
-      "info",
-      "-c",
-      "--noheadings",
-      "-o",
-      INFO_COLUMNS,
-      "--separator",
-      " ",
-    ]);
+    const out = await this.#run(INFO_ARGS);
     return parseInfoAll(out);
   }
 

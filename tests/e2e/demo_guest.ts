@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { type Containerd, removeTree, startContainerd } from "./containerd.ts";
 import { BASE_IMAGE_SIZE, BUILTIN_SNAPSHOTTER, PROXY_SNAPSHOTTER } from "./environment.ts";
 import { buildTestImage } from "./image.ts";
-import { poolThinIds } from "../kernel/fixtures.ts";
+import { poolThinIds, sh } from "../kernel/fixtures.ts";
 import { REPO_ROOT, type SnapshotterServer, startSnapshotterServer } from "./snapshotter_server.ts";
 
 const DEMO_IMAGE = "docker.io/library/dmsnap-demo:latest";
@@ -29,20 +29,9 @@ function note(text: string): void {
 }
 
 /** Runs a command, echoing it first; throws with its output unless it succeeds. */
-async function run(cmd: string, ...args: string[]): Promise<string> {
+function run(cmd: string, ...args: string[]): Promise<string> {
   console.log(`         $ ${[cmd, ...args].join(" ")}`);
-  const out = await new Deno.Command(cmd, {
-    args,
-    env: { LC_ALL: "C", DM_DISABLE_UDEV: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success) {
-    const stderr = new TextDecoder().decode(out.stderr).trim();
-    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${stderr || stdout}`);
-  }
-  return stdout;
+  return sh(cmd, ...args);
 }
 
 async function ctr(ctd: Containerd, args: string[]): Promise<string> {
