@@ -148,8 +148,8 @@ export class HpackDecoder {
   #maxSize: number;
   /** Current table size in octets (§4.1). */
   #size = 0;
-  /** Ring buffer of entries, oldest at `#start`; every entry is ≥ 32 octets, so it never overflows. */
-  readonly #ring: (readonly [string, string])[];
+  /** Ring buffer of entries, oldest at `#start`; grows (doubling) when full. */
+  #ring: (readonly [string, string])[];
   #start = 0;
   #count = 0;
   /** The block being decoded and the read position in it (valid during `decode` only). */
@@ -171,12 +171,14 @@ export class HpackDecoder {
     this.#limit = maxTableSize;
     this.#maxSize = maxTableSize;
     this.#maxListSize = maxHeaderListSize;
-    this.#ring = new Array(Math.max(1, Math.floor(maxTableSize / ENTRY_OVERHEAD)));
+    // Every entry is at least 32 octets: a 4096-octet table holds at most 128.
+    this.#ring = new Array(Math.min(128, Math.max(1, Math.floor(maxTableSize / ENTRY_OVERHEAD))));
   }
 
   /**
    * Decodes one complete header block (HEADERS + CONTINUATION payloads concatenated),
-   * updating the dynamic table. Throws {@link HpackError}.
+   * updating the dynamic table. Throws {@link HpackError}; past `maxHeaderListSize` throws
+   * its subclass {@link HeaderListTooLargeError} after applying the whole block.
    */
   decode(block: Uint8Array): HeaderField[] {
     const fields: HeaderField[] = [];
@@ -296,10 +298,20 @@ export class HpackDecoder {
       return;
     }
     this.#evictTo(this.#maxSize - size);
+    if (this.#count === this.#ring.length) this.#grow();
     const ring = this.#ring;
     ring[(this.#start + this.#count) % ring.length] = [name, value];
     this.#count++;
     this.#size += size;
+  }
+
+  /** Doubles the ring, moving the entries to its start in order. */
+  #grow(): void {
+    const old = this.#ring;
+    const ring: (readonly [string, string])[] = new Array(old.length * 2);
+    for (let i = 0; i < this.#count; i++) ring[i] = old[(this.#start + i) % old.length];
+    this.#ring = ring;
+    this.#start = 0;
   }
 
   /** Evicts the oldest entries until the table size is at most `target`. */

@@ -299,6 +299,26 @@ Deno.test("hpack: many insertions wrap the ring buffer and keep order", () => {
   assert.throws(() => decoder.decode(Uint8Array.from(indexed(169))), /index 169 beyond/);
 });
 
+Deno.test("hpack: the ring grows while wrapped and keeps the order of entries", () => {
+  const decoder = new HpackDecoder({ maxTableSize: 16384 });
+  const insert = (i: number) => {
+    const value = String(i).padStart(4, "0");
+    assert.deepEqual(decoder.decode(bytes(0x40, 2, "k1", 4, value)), [["k1", value]]);
+  };
+  for (let i = 0; i < 200; i++) insert(i);
+  // Shrink to 380 octets = 10 entries (5-bit prefix: 31 + 349 → 3f dd 02).
+  assert.deepEqual(decoder.decode(bytes(0x3f, 0xdd, 0x02)), []);
+  assert.equal(decoder.decode(dynamic(10)).at(-1)![1], "0190");
+  // Back to 16384 (31 + 16353 → 3f e1 7f), then 300 more entries: 310 in all.
+  assert.deepEqual(decoder.decode(bytes(0x3f, 0xe1, 0x7f)), []);
+  for (let i = 200; i < 500; i++) insert(i);
+  const probe = decoder.decode(dynamic(310));
+  assert.deepEqual(
+    probe.map(([, value]) => Number(value)),
+    Array.from({ length: 310 }, (_, i) => 499 - i),
+  );
+});
+
 // Integers (§5.1).
 
 Deno.test("hpack: multi-byte integers with 4, 5, 6 and 7-bit prefixes (C.1.2: 1337)", () => {
