@@ -1,7 +1,9 @@
 /**
  * The RPC handlers: validate the request, call the snapshotter, convert the result, map any
- * error through `status.ts`. Every handler catches everything, so no rejection escapes into
- * grpc-js or the process; a client that cancels or disconnects only stops its own call.
+ * error through `status.ts`. {@linkcode createService} does that independently of any gRPC
+ * library (the native HTTP/2 server uses it); {@linkcode createHandlers} adapts it to
+ * `@grpc/grpc-js`. Every call catches everything, so no rejection escapes into the transport
+ * or the process; a client that cancels or disconnects only stops its own call.
  *
  * @module
  */
@@ -100,6 +102,7 @@ function errorResponse(code: GrpcStatus, details: string): ServerErrorResponse {
 type Finish = (code: GrpcStatus, err?: unknown) => void;
 
 function startLog(logger: Logger, method: MethodName, key: string): Finish {
+  if (!logger.enabled("debug") && !logger.enabled("warn")) return () => {};
   const started = performance.now();
   return (code, err) => {
     const fields = {
@@ -114,39 +117,124 @@ function startLog(logger: Logger, method: MethodName, key: string): Finish {
   };
 }
 
-/** Wraps a unary implementation: runs it, answers once, never throws or rejects. */
-function unary<Req, Res>(
-  method: MethodName,
-  logger: Logger,
-  impl: (request: Req) => Promise<Res>,
-): handleUnaryCall<Req, Res> {
-  return (call: ServerUnaryCall<Req, Res>, callback) => {
-    let key = "";
-    let finish: Finish = () => {};
-    try {
-      key = requestKey(method, call.request);
-      finish = startLog(logger, method, key);
-    } catch {
-      // logging setup must never break the call
-    }
-    Promise.resolve()
-      .then(() => impl(call.request))
-      .then(
-        (response) => {
-          if (call.cancelled) return finish(GrpcStatus.CANCELLED);
-          callback(null, response);
-          finish(GrpcStatus.OK);
-        },
-        (err) => {
-          const st = toRpcStatus(err, { method, key });
-          if (call.cancelled) return finish(GrpcStatus.CANCELLED, err);
-          callback(errorResponse(st.code, st.details));
-          finish(st.code, st.details);
-        },
-      )
-      .catch((err) => {
-        logger.error("cannot answer rpc", { method, key, error: err });
-      });
+/** A method with one response message. */
+export type UnaryMethod = Exclude<MethodName, "List">;
+
+/** What a unary call came to: a response (code OK) or a status. */
+export type UnaryResult =
+  | { code: GrpcStatus.OK; response: object }
+  | { code: Exclude<GrpcStatus, GrpcStatus.OK>; details: string };
+
+/** Where a List call sends its messages. */
+export interface ListSink {
+  /** Sends one message; resolves when more may be sent. */
+  write(message: WireListResponse): Promise<void>;
+  /** True once the client has gone away. */
+  cancelled(): boolean;
+}
+
+/**
+ * The Snapshots service independent of any gRPC library: request objects in, response
+ * objects or statuses out. Never throws or rejects; logs every call.
+ */
+export interface SnapshotsService {
+  /** Runs a unary method. `cancelled` is consulted before answering. */
+  unary(method: UnaryMethod, request: unknown, cancelled: () => boolean): Promise<UnaryResult>;
+  /** Runs List, streaming batches to `sink`; resolves with the final status. */
+  list(request: unknown, sink: ListSink): Promise<{ code: GrpcStatus; details: string }>;
+}
+
+/** Builds the transport-independent service. */
+export function createService(options: HandlerOptions): SnapshotsService {
+  const { snapshotter: s, logger } = options;
+  const count = Math.max(1, options.listBatchSize ?? DEFAULT_LIST_BATCH);
+  const bytes = options.listBatchBytes ?? MAX_LIST_BATCH_BYTES;
+  const empty: WireEmpty = {};
+  const mounts = (list: Awaited<ReturnType<Snapshotter["mounts"]>>): WireMountsResponse => ({
+    mounts: list.map(mountToWire),
+  });
+  const impls: Record<UnaryMethod, (request: never) => Promise<object>> = {
+    Prepare: async (req: WirePrepareRequest) => {
+      const a = validateCreate(req);
+      return mounts(await s.prepare(a.key, a.parent, a.labels));
+    },
+    View: async (req: WirePrepareRequest) => {
+      const a = validateCreate(req);
+      return mounts(await s.view(a.key, a.parent, a.labels));
+    },
+    Mounts: async (req: WireKeyRequest) => mounts(await s.mounts(validateKeyRequest(req))),
+    Commit: async (req: WireCommitRequest) => {
+      const a = validateCommit(req);
+      await s.commit(a.name, a.key, a.labels, a.parent);
+      return empty;
+    },
+    Remove: async (req: WireKeyRequest) => {
+      await s.remove(validateKeyRequest(req));
+      return empty;
+    },
+    Stat: async (req: WireKeyRequest): Promise<WireInfoResponse> => ({
+      info: infoToWire(await s.stat(validateKeyRequest(req))),
+    }),
+    Update: async (req: WireUpdateRequest): Promise<WireInfoResponse> => {
+      const a = validateUpdate(req);
+      return { info: infoToWire(await s.update({ name: a.name, labels: a.labels }, a.paths)) };
+    },
+    Usage: async (req: WireKeyRequest): Promise<WireUsageResponse> =>
+      usageToWire(await s.usage(validateKeyRequest(req))),
+    Cleanup: async (_req: WireCleanupRequest) => {
+      await s.cleanup();
+      return empty;
+    },
+  };
+  return {
+    async unary(method, request, cancelled) {
+      let key = "";
+      let finish: Finish = () => {};
+      try {
+        key = requestKey(method, request);
+        finish = startLog(logger, method, key);
+      } catch {
+        // logging setup must never break the call
+      }
+      try {
+        const response = await impls[method](request as never);
+        if (cancelled()) {
+          finish(GrpcStatus.CANCELLED);
+          return { code: GrpcStatus.CANCELLED, details: "cancelled by the client" };
+        }
+        finish(GrpcStatus.OK);
+        return { code: GrpcStatus.OK, response };
+      } catch (err) {
+        const st = toRpcStatus(err, { method, key });
+        if (cancelled()) {
+          finish(GrpcStatus.CANCELLED, err);
+          return { code: GrpcStatus.CANCELLED, details: "cancelled by the client" };
+        }
+        finish(st.code, st.details);
+        return st as UnaryResult;
+      }
+    },
+    async list(request, sink) {
+      const finish = startLog(logger, "List", "");
+      try {
+        const filters = validateList(request as WireListRequest);
+        const infos = await s.list(filters);
+        for (const batch of listBatches(infos, count, bytes)) {
+          if (sink.cancelled()) break;
+          await sink.write({ info: batch.map(infoToWire) });
+        }
+        if (sink.cancelled()) {
+          finish(GrpcStatus.CANCELLED);
+          return { code: GrpcStatus.CANCELLED, details: "cancelled by the client" };
+        }
+        finish(GrpcStatus.OK);
+        return { code: GrpcStatus.OK, details: "" };
+      } catch (err) {
+        const st = toRpcStatus(err, { method: "List" });
+        finish(sink.cancelled() ? GrpcStatus.CANCELLED : st.code, err);
+        return st;
+      }
+    },
   };
 }
 
@@ -167,83 +255,54 @@ function waitWritable(call: ServerWritableStream<unknown, unknown>): Promise<voi
   });
 }
 
-/** The List handler: streams Infos in batches; stops quietly when the client goes away. */
+/** A unary method for grpc-js. */
+function unary(service: SnapshotsService, method: UnaryMethod, logger: Logger): handleUnaryCall<
+  unknown,
+  object
+> {
+  return (call: ServerUnaryCall<unknown, object>, callback) => {
+    service.unary(method, call.request, () => call.cancelled).then((result) => {
+      if (call.cancelled) return;
+      if (result.code === GrpcStatus.OK) callback(null, result.response);
+      else callback(errorResponse(result.code, result.details));
+    }).catch((err) => logger.error("cannot answer rpc", { method, error: err }));
+  };
+}
+
+/** List for grpc-js. */
 function listHandler(
-  options: HandlerOptions,
+  service: SnapshotsService,
+  logger: Logger,
 ): handleServerStreamingCall<WireListRequest, WireListResponse> {
-  const { snapshotter, logger } = options;
-  const count = Math.max(1, options.listBatchSize ?? DEFAULT_LIST_BATCH);
-  const bytes = options.listBatchBytes ?? MAX_LIST_BATCH_BYTES;
   return (call) => {
-    const finish = startLog(logger, "List", "");
     const stream = call as ServerWritableStream<unknown, unknown>;
-    Promise.resolve()
-      .then(async () => {
-        const filters = validateList(call.request);
-        const infos = await snapshotter.list(filters);
-        for (const batch of listBatches(infos, count, bytes)) {
-          if (call.cancelled) return finish(GrpcStatus.CANCELLED);
-          const message: WireListResponse = { info: batch.map(infoToWire) };
-          if (!call.write(message)) await waitWritable(stream);
-        }
-        if (call.cancelled) return finish(GrpcStatus.CANCELLED);
-        call.end();
-        finish(GrpcStatus.OK);
-      })
-      .catch((err) => {
-        const st = toRpcStatus(err, { method: "List" });
-        if (call.cancelled) return finish(GrpcStatus.CANCELLED, err);
-        call.emit("error", errorResponse(st.code, st.details));
-        finish(st.code, st.details);
-      })
-      .catch((err) => {
-        logger.error("cannot answer rpc", { method: "List", error: err });
-      });
+    service.list(call.request, {
+      write: (message) => call.write(message) ? Promise.resolve() : waitWritable(stream),
+      cancelled: () => call.cancelled,
+    }).then((st) => {
+      if (call.cancelled) return;
+      if (st.code === GrpcStatus.OK) call.end();
+      else call.emit("error", errorResponse(st.code, st.details));
+    }).catch((err) => logger.error("cannot answer rpc", { method: "List", error: err }));
   };
 }
 
 /** Builds the service implementation for `@grpc/grpc-js`'s `Server.addService`. */
 export function createHandlers(options: HandlerOptions): UntypedServiceImplementation {
-  const { snapshotter: s, logger } = options;
-  const empty: WireEmpty = {};
-  const mounts = (list: Awaited<ReturnType<Snapshotter["mounts"]>>): WireMountsResponse => ({
-    mounts: list.map(mountToWire),
-  });
-  return {
-    Prepare: unary<WirePrepareRequest, WireMountsResponse>("Prepare", logger, async (req) => {
-      const a = validateCreate(req);
-      return mounts(await s.prepare(a.key, a.parent, a.labels));
-    }),
-    View: unary<WirePrepareRequest, WireMountsResponse>("View", logger, async (req) => {
-      const a = validateCreate(req);
-      return mounts(await s.view(a.key, a.parent, a.labels));
-    }),
-    Mounts: unary<WireKeyRequest, WireMountsResponse>("Mounts", logger, async (req) => {
-      return mounts(await s.mounts(validateKeyRequest(req)));
-    }),
-    Commit: unary<WireCommitRequest, WireEmpty>("Commit", logger, async (req) => {
-      const a = validateCommit(req);
-      await s.commit(a.name, a.key, a.labels, a.parent);
-      return empty;
-    }),
-    Remove: unary<WireKeyRequest, WireEmpty>("Remove", logger, async (req) => {
-      await s.remove(validateKeyRequest(req));
-      return empty;
-    }),
-    Stat: unary<WireKeyRequest, WireInfoResponse>("Stat", logger, async (req) => {
-      return { info: infoToWire(await s.stat(validateKeyRequest(req))) };
-    }),
-    Update: unary<WireUpdateRequest, WireInfoResponse>("Update", logger, async (req) => {
-      const a = validateUpdate(req);
-      return { info: infoToWire(await s.update({ name: a.name, labels: a.labels }, a.paths)) };
-    }),
-    List: listHandler(options),
-    Usage: unary<WireKeyRequest, WireUsageResponse>("Usage", logger, async (req) => {
-      return usageToWire(await s.usage(validateKeyRequest(req)));
-    }),
-    Cleanup: unary<WireCleanupRequest, WireEmpty>("Cleanup", logger, async () => {
-      await s.cleanup();
-      return empty;
-    }),
-  };
+  const service = createService(options);
+  const { logger } = options;
+  const handlers: UntypedServiceImplementation = { List: listHandler(service, logger) };
+  const methods: UnaryMethod[] = [
+    "Prepare",
+    "View",
+    "Mounts",
+    "Commit",
+    "Remove",
+    "Stat",
+    "Update",
+    "Usage",
+    "Cleanup",
+  ];
+  for (const method of methods) handlers[method] = unary(service, method, logger);
+  return handlers;
 }

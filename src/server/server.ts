@@ -1,5 +1,7 @@
 /**
- * The gRPC proxy-snapshotter server: `@grpc/grpc-js` on a unix socket.
+ * The gRPC proxy-snapshotter server on a unix socket, over one of two transports:
+ * `native` (default: this project's HTTP/2 stack in `h2/`, see `native_server.ts`) or
+ * `grpc-js` (`@grpc/grpc-js` over `node:http2`). Both serve the same handlers.
  *
  * ```ts
  * const server = await startServer({ address: "/run/x/x.sock", snapshotter, logger });
@@ -12,7 +14,8 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshotter } from "../types.ts";
-import { createHandlers, DEFAULT_LIST_BATCH } from "./handlers.ts";
+import { createHandlers, createService, DEFAULT_LIST_BATCH } from "./handlers.ts";
+import { type NativeServer, serveNative } from "./native_server.ts";
 import { loadSnapshotsProto } from "./proto.ts";
 import {
   finishSocket,
@@ -28,6 +31,11 @@ export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** Default bound on waiting for in-flight calls at shutdown. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 
+/** The gRPC implementations {@linkcode startServer} can serve with. */
+export const TRANSPORTS = ["native", "grpc-js"] as const;
+/** A gRPC implementation. */
+export type Transport = typeof TRANSPORTS[number];
+
 /** Options for {@linkcode startServer}. */
 export interface ServerOptions {
   /** Socket path or `unix://` address. */
@@ -41,6 +49,8 @@ export interface ServerOptions {
   listBatchBytes?: number;
   /** How long close() waits for in-flight calls before cutting them off (default 10 s). */
   shutdownTimeoutMs?: number;
+  /** gRPC implementation (default `native`). */
+  transport?: Transport;
 }
 
 /** A listening server. */
@@ -68,6 +78,72 @@ function bind(server: Server, path: string): Promise<void> {
   });
 }
 
+/** A listening transport, reduced to what shutdown needs. */
+interface Listening {
+  /** Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. */
+  drain(timeoutMs: number): Promise<void>;
+  /** Stops at once. */
+  force(): void;
+}
+
+async function listenGrpcJs(
+  path: string,
+  options: ServerOptions,
+  logger: Logger,
+): Promise<Listening> {
+  const proto = loadSnapshotsProto();
+  const server = new Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+  });
+  server.addService(
+    proto.service,
+    createHandlers({
+      snapshotter: options.snapshotter,
+      logger,
+      listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
+      listBatchBytes: options.listBatchBytes,
+    }),
+  );
+  await bind(server, path);
+  return {
+    drain: (timeoutMs) => drain(server, timeoutMs, logger),
+    force: () => server.forceShutdown(),
+  };
+}
+
+function listenNative(path: string, options: ServerOptions, logger: Logger): Listening {
+  let listener: Deno.Listener;
+  try {
+    listener = Deno.listen({ transport: "unix", path });
+  } catch (err) {
+    throw new SocketError(`Cannot listen on "${path}": ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  const server: NativeServer = serveNative(listener, {
+    service: createService({
+      snapshotter: options.snapshotter,
+      logger,
+      listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
+      listBatchBytes: options.listBatchBytes,
+    }),
+    proto: loadSnapshotsProto(),
+    logger,
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+  });
+  return {
+    drain: async (timeoutMs) => {
+      if (!(await server.shutdown(timeoutMs))) {
+        logger.warn("shutdown: in-flight calls did not finish in time, cancelling them", {
+          timeout_ms: timeoutMs,
+        });
+      }
+    },
+    force: () => server.forceShutdown(),
+  };
+}
+
 /** Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. */
 function drain(server: Server, timeoutMs: number, logger: Logger): Promise<void> {
   return new Promise((resolve) => {
@@ -92,31 +168,20 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const replacedStaleSocket = await prepareSocketPath(path);
   if (replacedStaleSocket) logger.info("replaced stale socket", { socket: path });
 
-  const proto = loadSnapshotsProto();
-  const server = new Server({
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-  });
-  server.addService(
-    proto.service,
-    createHandlers({
-      snapshotter: options.snapshotter,
-      logger,
-      listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
-      listBatchBytes: options.listBatchBytes,
-    }),
-  );
-  await bind(server, path);
+  const transport = options.transport ?? "native";
+  const server = transport === "native"
+    ? listenNative(path, options, logger)
+    : await listenGrpcJs(path, options, logger);
   let identity: SocketIdentity;
   try {
     identity = await finishSocket(path);
   } catch (err) {
-    server.forceShutdown();
+    server.force();
     throw new SocketError(`Cannot set up socket "${path}": ${(err as Error).message}`, {
       cause: err,
     });
   }
-  logger.info("serving", { socket: path });
+  logger.info("serving", { socket: path, transport });
 
   const timeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
   const { promise: closed, resolve: resolveClosed } = Promise.withResolvers<void>();
@@ -125,7 +190,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     closing ??= (async () => {
       logger.info("shutting down", { socket: path });
       try {
-        await drain(server, timeoutMs, logger);
+        await server.drain(timeoutMs);
         await options.snapshotter.close();
       } finally {
         await removeSocket(path, identity);

@@ -15,10 +15,21 @@ import {
 } from "../../tests/unit/memory_snapshotter.ts";
 import { makeStaleSocket } from "../../tests/unit/socket_fixtures.ts";
 import { connectSnapshots, isServiceError, type SnapshotsClient } from "./client.ts";
-import { type RunningServer, type ServerOptions, startServer } from "./server.ts";
+import {
+  type RunningServer,
+  type ServerOptions,
+  startServer,
+  type Transport,
+  TRANSPORTS,
+} from "./server.ts";
 import { SocketError } from "./socket.ts";
 
 const HANGING_CLIENT = new URL("../../tests/unit/hanging_client.ts", import.meta.url).pathname;
+
+/** Registers `fn` once per transport: both must behave the same for a grpc-js client. */
+function test(name: string, fn: (transport: Transport) => Promise<void>): void {
+  for (const transport of TRANSPORTS) Deno.test(`[${transport}] ${name}`, () => fn(transport));
+}
 
 const T0: Timestamp = { seconds: 1_700_000_000, nanos: 123_456_789 };
 
@@ -33,6 +44,7 @@ interface Harness {
 }
 
 async function harness(
+  transport: Transport,
   opts: MemorySnapshotterOptions & Partial<Omit<ServerOptions, "address">> = {},
 ): Promise<Harness> {
   const dir = await Deno.makeTempDir({ prefix: "dmsnap-srv-" });
@@ -41,6 +53,7 @@ async function harness(
   const logs: string[] = [];
   const logger = createLogger({ level: "debug", write: (l) => logs.push(l) });
   const server = await startServer({
+    transport,
     address: path,
     logger,
     ...opts,
@@ -91,8 +104,8 @@ function gate(method: string) {
   };
 }
 
-Deno.test("all ten RPCs round-trip through the socket", async () => {
-  await using h = await harness();
+test("all ten RPCs round-trip through the socket", async (transport) => {
+  await using h = await harness(transport);
   const { client, s } = h;
   const mounts = await client.prepare("ns/1/base", "", { "containerd.io/snapshot.ref": "x" });
   assert.deepEqual(mounts, [{
@@ -146,14 +159,14 @@ Deno.test("all ten RPCs round-trip through the socket", async () => {
   ]);
 });
 
-Deno.test("timestamps: nanosecond precision and int64 seconds survive the wire", async () => {
+test("timestamps: nanosecond precision and int64 seconds survive the wire", async (transport) => {
   const stamps: Timestamp[] = [
     { seconds: 1_700_000_000, nanos: 999_999_999 },
     { seconds: 253_402_300_799, nanos: 1 },
     { seconds: 2 ** 33 + 7, nanos: 0 },
   ];
   let i = 0;
-  await using h = await harness({ now: () => stamps[i++ % stamps.length] });
+  await using h = await harness(transport, { now: () => stamps[i++ % stamps.length] });
   for (const t of stamps) {
     const key = `k${t.seconds}`;
     await h.client.prepare(key);
@@ -163,9 +176,9 @@ Deno.test("timestamps: nanosecond precision and int64 seconds survive the wire",
   }
 });
 
-Deno.test("List streams in batches of 100 by default, and of any configured size", async () => {
+test("List streams in batches of 100 by default, and of any configured size", async (transport) => {
   {
-    await using h = await harness();
+    await using h = await harness(transport);
     assert.deepEqual(await h.client.list(), { infos: [], messages: 0 });
     for (let i = 0; i < 250; i++) await h.s.prepare(`k${i}`, "");
     const r = await h.client.list();
@@ -174,7 +187,7 @@ Deno.test("List streams in batches of 100 by default, and of any configured size
     assert.deepEqual(new Set(r.infos.map((x) => x.name)).size, 250);
   }
   {
-    await using h = await harness({ listBatchSize: 7 });
+    await using h = await harness(transport, { listBatchSize: 7 });
     for (let i = 0; i < 50; i++) await h.s.prepare(`k${i}`, "");
     const r = await h.client.list(["kind==active", 'labels."a.b"~=/x|y/']);
     assert.equal(r.infos.length, 50);
@@ -182,8 +195,8 @@ Deno.test("List streams in batches of 100 by default, and of any configured size
   }
 });
 
-Deno.test("List: Infos with many labels are split so no message nears the 16 MiB limit", async () => {
-  await using h = await harness();
+test("List: Infos with many labels are split so no message nears the 16 MiB limit", async (transport) => {
+  await using h = await harness(transport);
   const labels: Record<string, string> = {};
   for (let i = 0; i < 250; i++) labels[`label-${i}`] = "x".repeat(4000);
   for (let i = 0; i < 30; i++) await h.s.prepare(`big${i}`, "", labels); // ~1 MiB each
@@ -193,8 +206,8 @@ Deno.test("List: Infos with many labels are split so no message nears the 16 MiB
   assert.deepEqual(r.infos[29].labels, labels);
 });
 
-Deno.test("snapshotter errors arrive with containerd's codes and `msg: class` messages", async () => {
-  await using h = await harness();
+test("snapshotter errors arrive with containerd's codes and `msg: class` messages", async (transport) => {
+  await using h = await harness(transport);
   const { client } = h;
   await client.prepare("a");
   assert.deepEqual(await grpcError(client.stat("nope")), {
@@ -220,8 +233,8 @@ Deno.test("snapshotter errors arrive with containerd's codes and `msg: class` me
   assert.equal((await grpcError(client.commit("x", "zz"))).code, GrpcStatus.NOT_FOUND);
 });
 
-Deno.test("bad requests are InvalidArgument and never reach the snapshotter", async () => {
-  await using h = await harness();
+test("bad requests are InvalidArgument and never reach the snapshotter", async (transport) => {
+  await using h = await harness(transport);
   const { client, s } = h;
   await s.prepare("a", "");
   await s.commit("c", "a");
@@ -261,14 +274,14 @@ Deno.test("bad requests are InvalidArgument and never reach the snapshotter", as
   assert.deepEqual([...s.infos], before);
 });
 
-Deno.test("an Update with no info names nothing: InvalidArgument", async () => {
-  await using h = await harness();
+test("an Update with no info names nothing: InvalidArgument", async (transport) => {
+  await using h = await harness(transport);
   const e = await grpcError(h.client.raw("Update", {}));
   assert.equal(e.code, GrpcStatus.INVALID_ARGUMENT);
   assert.deepEqual(h.s.calls, []);
 });
 
-Deno.test("whatever the snapshotter throws, the caller gets Unknown and the server lives", async () => {
+test("whatever the snapshotter throws, the caller gets Unknown and the server lives", async (transport) => {
   const thrown: unknown[] = [new TypeError("boom"), "a string", undefined, null, { odd: 1 }];
   let i = 0;
   const s = memorySnapshotter();
@@ -280,7 +293,7 @@ Deno.test("whatever the snapshotter throws, the caller gets Unknown and the serv
       throw new RangeError("sync");
     },
   };
-  await using h = await harness({ snapshotter: bad });
+  await using h = await harness(transport, { snapshotter: bad });
   for (let n = 0; n < thrown.length; n++) {
     const e = await grpcError(h.client.stat("k"));
     assert.equal(e.code, GrpcStatus.UNKNOWN);
@@ -292,9 +305,9 @@ Deno.test("whatever the snapshotter throws, the caller gets Unknown and the serv
   assert.ok(h.logs.some((l) => l.includes("level=warn") && l.includes("boom")));
 });
 
-Deno.test("a client that cancels mid-call gets CANCELLED; the server carries on", async () => {
+test("a client that cancels mid-call gets CANCELLED; the server carries on", async (transport) => {
   const g = gate("stat");
-  await using h = await harness({ gate: g.fn });
+  await using h = await harness(transport, { gate: g.fn });
   await h.s.prepare("k", "");
   const ac = new AbortController();
   const call = grpcError(h.client.stat("k", { signal: ac.signal }));
@@ -313,9 +326,9 @@ Deno.test("a client that cancels mid-call gets CANCELLED; the server carries on"
   );
 });
 
-Deno.test("a deadline that passes mid-call gives DEADLINE_EXCEEDED; the server carries on", async () => {
+test("a deadline that passes mid-call gives DEADLINE_EXCEEDED; the server carries on", async (transport) => {
   const g = gate("usage");
-  await using h = await harness({ gate: g.fn });
+  await using h = await harness(transport, { gate: g.fn });
   await h.s.prepare("k", "");
   const e = await grpcError(h.client.usage("k", { deadline: Date.now() + 100 }));
   assert.equal(e.code, GrpcStatus.DEADLINE_EXCEEDED);
@@ -323,9 +336,9 @@ Deno.test("a deadline that passes mid-call gives DEADLINE_EXCEEDED; the server c
   assert.equal((await h.client.stat("k")).name, "k");
 });
 
-Deno.test("a client process killed mid-call does not disturb the server", async () => {
+test("a client process killed mid-call does not disturb the server", async (transport) => {
   const g = gate("remove");
-  await using h = await harness({ gate: g.fn });
+  await using h = await harness(transport, { gate: g.fn });
   await h.s.prepare("k", "");
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--no-check", HANGING_CLIENT, h.path, "k"],
@@ -342,9 +355,9 @@ Deno.test("a client process killed mid-call does not disturb the server", async 
   assert.equal((await h.client.stat("after")).name, "after");
 });
 
-Deno.test("cancelling a List mid-stream stops it; Stat works while a List is held", async () => {
+test("cancelling a List mid-stream stops it; Stat works while a List is held", async (transport) => {
   const g = gate("list");
-  await using h = await harness({ gate: g.fn, listBatchSize: 1 });
+  await using h = await harness(transport, { gate: g.fn, listBatchSize: 1 });
   const big = { big: "x".repeat(4000) };
   for (let i = 0; i < 3000; i++) await h.s.prepare(`k${i}`, "", big);
   const ac = new AbortController();
@@ -362,8 +375,8 @@ Deno.test("cancelling a List mid-stream stops it; Stat works while a List is hel
   assert.equal((await h.client.stat("k2999")).name, "k2999");
 });
 
-Deno.test("one debug line per RPC with method, key, duration and code", async () => {
-  await using h = await harness();
+test("one debug line per RPC with method, key, duration and code", async (transport) => {
+  await using h = await harness(transport);
   await h.client.prepare("ns/1/a");
   await grpcError(h.client.stat("missing"));
   await h.client.list();
@@ -377,8 +390,8 @@ Deno.test("one debug line per RPC with method, key, duration and code", async ()
   assert.match(rpc[2], /method=List code=OK/);
 });
 
-Deno.test("socket: created with its directory, mode 0660, removed at close; db closed", async () => {
-  const h = await harness();
+test("socket: created with its directory, mode 0660, removed at close; db closed", async (transport) => {
+  const h = await harness(transport);
   try {
     const st = await Deno.lstat(h.path);
     assert.ok(st.isSocket);
@@ -394,19 +407,20 @@ Deno.test("socket: created with its directory, mode 0660, removed at close; db c
   }
 });
 
-Deno.test("socket: a stale one is replaced, a live one refused with a clear error", async () => {
+test("socket: a stale one is replaced, a live one refused with a clear error", async (transport) => {
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/s.sock`;
     await makeStaleSocket(path);
     const first = await startServer({
+      transport,
       address: `unix://${path}`,
       snapshotter: memorySnapshotter(),
     });
     assert.equal(first.replacedStaleSocket, true);
     const second = memorySnapshotter();
     await assert.rejects(
-      startServer({ address: path, snapshotter: second }),
+      startServer({ transport, address: path, snapshotter: second }),
       (err: Error) =>
         err instanceof SocketError &&
         err.message ===
@@ -422,9 +436,9 @@ Deno.test("socket: a stale one is replaced, a live one refused with a clear erro
   }
 });
 
-Deno.test("graceful close: in-flight calls finish, then the socket goes away", async () => {
+test("graceful close: in-flight calls finish, then the socket goes away", async (transport) => {
   const g = gate("prepare");
-  const h = await harness({ gate: g.fn });
+  const h = await harness(transport, { gate: g.fn });
   try {
     const inflight = h.client.prepare("slow");
     await g.entered;
@@ -445,9 +459,9 @@ Deno.test("graceful close: in-flight calls finish, then the socket goes away", a
   }
 });
 
-Deno.test("graceful close is bounded: a stuck call is cut off after the timeout", async () => {
+test("graceful close is bounded: a stuck call is cut off after the timeout", async (transport) => {
   const g = gate("cleanup");
-  const h = await harness({ gate: g.fn, shutdownTimeoutMs: 200 });
+  const h = await harness(transport, { gate: g.fn, shutdownTimeoutMs: 200 });
   try {
     const stuck = grpcError(h.client.cleanup());
     await g.entered;
@@ -465,12 +479,12 @@ Deno.test("graceful close is bounded: a stuck call is cut off after the timeout"
   }
 });
 
-Deno.test("close() still removes the socket when closing the snapshotter fails", async () => {
+test("close() still removes the socket when closing the snapshotter fails", async (transport) => {
   const s = memorySnapshotter();
   const failing: Snapshotter = { ...s, close: () => Promise.reject(new NotFoundError("db gone")) };
   const dir = await Deno.makeTempDir();
   try {
-    const server = await startServer({ address: `${dir}/s.sock`, snapshotter: failing });
+    const server = await startServer({ transport, address: `${dir}/s.sock`, snapshotter: failing });
     await assert.rejects(server.close(), /db gone/);
     await assert.rejects(Deno.lstat(`${dir}/s.sock`), Deno.errors.NotFound);
   } finally {
