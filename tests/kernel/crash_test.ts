@@ -57,12 +57,19 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
     }
     await child.status;
     const stderr = await errors;
-    assert.ok(
-      !exitedEarly && !/error: Uncaught/.test(stderr),
-      `worker failed on its own: ${stderr}`,
-    );
+    const stdout = await output;
+    if (exitedEarly || /error: Uncaught/.test(stderr)) {
+      const trail = await Deno.readTextFile(join(t.pool.dir, `worker-${1000 + iteration}.log`))
+        .catch((e) => `(no trail: ${e})`);
+      const mounts = await Deno.readTextFile("/proc/mounts");
+      const dm = await shTry("dmsetup", "info", "-c");
+      assert.fail(
+        `worker failed on its own: ${stderr}\nits stdout:\n${stdout.slice(-4000)}\n` +
+          `its trail:\n${trail.slice(-6000)}\nmounts:\n${mounts}\ndm:\n${dm.stdout}`,
+      );
+    }
     let removing: string | undefined;
-    for (const line of (await output).split("\n")) {
+    for (const line of stdout.split("\n")) {
       if (!line.startsWith("{")) continue;
       const e = JSON.parse(line);
       removing = e.op === "removing" ? e.key : undefined;

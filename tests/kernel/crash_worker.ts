@@ -21,9 +21,14 @@ function random(n: number): number {
   seed = (seed * 1103515245 + 12345) % 2147483648;
   return seed % n;
 }
+/** Also kept in a file beside the mounts, so a failure can show the whole history. */
+const trail = join(settings.mountDir, `..`, `worker-${settings.seed}.log`);
 function emit(event: Record<string, unknown>) {
-  console.log(JSON.stringify(event));
+  const line = JSON.stringify(event);
+  Deno.writeTextFileSync(trail, line + "\n", { append: true });
+  console.log(line);
 }
+emit({ op: "start", pid: Deno.pid });
 
 for (let i = 0;; i++) {
   const all = await s.list([]);
@@ -31,6 +36,7 @@ for (let i = 0;; i++) {
   const actives = all.filter((x) => x.kind !== "committed");
   const choice = random(10);
   const tag = `${settings.seed}-${i}`;
+  emit({ op: "iteration", i, choice, snapshots: all.map((x) => x.name) });
   if (choice < 5 || all.length < 3) {
     // prepare (on a random committed parent or none), write, commit
     const parent = committed.length > 0 && random(3) > 0
