@@ -98,6 +98,7 @@ export function describeConfig(config: Config, file: string | undefined): string
     `async_remove = ${config.asyncRemove}`,
     `discard_blocks = ${config.discardBlocks}`,
     `dm_backend = ${q(config.dmBackend)}`,
+    `grpc_transport = ${q(config.grpcTransport)}`,
     `address = ${q(config.address)}`,
     `log_level = ${q(config.logLevel)}`,
     "",

@@ -47,6 +47,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       snapshotter,
       logger: logger.with({ component: "grpc" }),
       shutdownTimeoutMs: options.shutdownTimeoutMs,
+      transport: config.grpcTransport,
     });
   } catch (err) {
     await snapshotter.close().catch((e) =>

@@ -39,9 +39,16 @@ export type DmBackend = "auto" | "ioctl" | "dmsetup";
 /** The accepted `dm_backend` values. */
 export const DM_BACKENDS: readonly DmBackend[] = ["auto", "ioctl", "dmsetup"];
 
+/** Which gRPC implementation serves the socket. */
+export type GrpcTransport = "native" | "grpc-js";
+/** The accepted `grpc_transport` values. */
+export const GRPC_TRANSPORTS: readonly GrpcTransport[] = ["native", "grpc-js"];
+
 export interface Config extends SnapshotterSettings {
   /** `ioctl` (DM ioctls on /dev/mapper/control), `dmsetup` (spawns), `auto` (ioctl if usable). */
   dmBackend: DmBackend;
+  /** `native` (this project's HTTP/2 server) or `grpc-js` (`@grpc/grpc-js`). */
+  grpcTransport: GrpcTransport;
   /** Absolute path of the unix socket to serve on. */
   address: string;
   logLevel: Level;
@@ -57,6 +64,7 @@ export type ConfigKey =
   | "fs_type"
   | "fs_options"
   | "dm_backend"
+  | "grpc_transport"
   | "address"
   | "log_level";
 
@@ -115,6 +123,12 @@ export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
     doc: "How to drive device-mapper: ioctl (DM ioctls on /dev/mapper/control, no process " +
       "spawns), dmsetup (spawn dmsetup), auto (ioctl when usable, else dmsetup).",
   },
+  grpc_transport: {
+    type: "string",
+    flag: "grpc-transport",
+    doc: "gRPC implementation serving the socket: native (this program's own HTTP/2 server, " +
+      "the fastest per call) or grpc-js (@grpc/grpc-js over node:http2).",
+  },
   address: {
     type: "string",
     flag: "address",
@@ -138,6 +152,7 @@ export const DEFAULT_VALUES: Readonly<Record<ConfigKey, string | boolean>> = {
   async_remove: false,
   discard_blocks: false,
   dm_backend: "auto",
+  grpc_transport: "native",
   address: DEFAULT_ADDRESS,
   log_level: DEFAULT_LOG_LEVEL,
 };
@@ -333,6 +348,19 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     }
   }
 
+  let grpcTransport: GrpcTransport = "native";
+  const transportText = str("grpc_transport");
+  if (transportText !== undefined) {
+    if ((GRPC_TRANSPORTS as readonly string[]).includes(transportText)) {
+      grpcTransport = transportText as GrpcTransport;
+    } else {
+      fail(
+        "grpc_transport",
+        `unknown transport ${JSON.stringify(transportText)} (use ${GRPC_TRANSPORTS.join(", ")})`,
+      );
+    }
+  }
+
   let address = "";
   const addressText = str("address");
   if (addressText !== undefined) {
@@ -368,6 +396,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     asyncRemove,
     discardBlocks,
     dmBackend,
+    grpcTransport,
     address,
     logLevel,
   };

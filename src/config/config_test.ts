@@ -42,6 +42,7 @@ Deno.test("defaults: only pool_name must be given", () => {
     asyncRemove: false,
     discardBlocks: false,
     dmBackend: "auto",
+    grpcTransport: "native",
     address: DEFAULT_ADDRESS,
     logLevel: "info",
   });
@@ -59,6 +60,7 @@ Deno.test("every key set in the file is used", () => {
       async_remove: true,
       discard_blocks: true,
       dm_backend: "dmsetup",
+      grpc_transport: "grpc-js",
       fs_type: "ext2",
       fs_options: "stride=8",
       address: "unix:///run/s.sock",
@@ -73,6 +75,7 @@ Deno.test("every key set in the file is used", () => {
       asyncRemove: true,
       discardBlocks: true,
       dmBackend: "dmsetup",
+      grpcTransport: "grpc-js",
       address: "/run/s.sock",
       logLevel: "debug",
     },
@@ -233,6 +236,16 @@ Deno.test("flags override the file and are reported as --flags", () => {
     key: "--base-image-size",
     message: "failed to parse base image size 'x': invalid size: 'x'",
   }]);
+});
+
+Deno.test("grpc_transport accepts native, grpc-js and nothing else", () => {
+  for (const t of ["native", "grpc-js"]) {
+    assert.equal(resolveFile({ pool_name: "p", grpc_transport: t }).grpcTransport, t);
+  }
+  assert.throws(
+    () => resolveFile({ pool_name: "p", grpc_transport: "http1" }),
+    /grpc_transport: unknown transport "http1"/,
+  );
 });
 
 Deno.test("dm_backend accepts auto, ioctl, dmsetup and nothing else", () => {

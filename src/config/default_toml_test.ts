@@ -17,6 +17,7 @@ Deno.test("`config default` output parses, validates and equals the defaults", a
     asyncRemove: false,
     discardBlocks: false,
     dmBackend: "auto",
+    grpcTransport: "native",
     address: DEFAULT_ADDRESS,
     logLevel: "info",
   });

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.ts";
 import type { Kind, Timestamp } from "../types.ts";
 import { MAX_THIN_ID } from "../dm/thin_messages.ts";
@@ -105,12 +105,23 @@ function toDevice(row: Row): DeviceRecord {
 /** The metadata database. Open with {@linkcode openStore}. */
 export class MetadataStore {
   readonly #db: DatabaseSync;
+  /** Prepared statements by SQL text: each is compiled once, not on every call. */
+  readonly #statements = new Map<string, StatementSync>();
   #closed = false;
   #depth = 0;
 
   /** Wraps an open database; use {@linkcode openStore}. */
   constructor(db: DatabaseSync) {
     this.#db = db;
+  }
+
+  #sql(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
   }
 
   /**
@@ -136,13 +147,13 @@ export class MetadataStore {
   /** Takes the next thin id from the durable counter; never hands one out twice. */
   allocateThinId(): number {
     return this.transaction(() => {
-      const row = this.#db.prepare("SELECT value FROM settings WHERE key = 'next_thin_id'")
+      const row = this.#sql("SELECT value FROM settings WHERE key = 'next_thin_id'")
         .get() as Row;
       const id = Number(row.value);
       if (id > MAX_THIN_ID) {
         throw new MetadataError(`Cannot allocate a thin id: all ${MAX_THIN_ID} ids used`);
       }
-      this.#db.prepare("UPDATE settings SET value = ? WHERE key = 'next_thin_id'").run(
+      this.#sql("UPDATE settings SET value = ? WHERE key = 'next_thin_id'").run(
         String(id + 1),
       );
       return id;
@@ -151,14 +162,14 @@ export class MetadataStore {
 
   /** The next thin id that {@linkcode allocateThinId} would return. */
   nextThinId(): number {
-    const row = this.#db.prepare("SELECT value FROM settings WHERE key = 'next_thin_id'")
+    const row = this.#sql("SELECT value FROM settings WHERE key = 'next_thin_id'")
       .get() as Row;
     return Number(row.value);
   }
 
   /** Inserts a device row. */
   insertDevice(device: DeviceRecord): void {
-    this.#db.prepare(
+    this.#sql(
       `INSERT INTO devices (thin_id, name, role, state, origin_id, size_bytes, fs_type,
          template_key, created_s)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, unixepoch())`,
@@ -176,12 +187,12 @@ export class MetadataStore {
 
   /** Sets a device's state. */
   setDeviceState(thinId: number, state: DeviceState): void {
-    this.#db.prepare("UPDATE devices SET state = ? WHERE thin_id = ?").run(state, thinId);
+    this.#sql("UPDATE devices SET state = ? WHERE thin_id = ?").run(state, thinId);
   }
 
   /** Records that `thinId` is used by someone else sharing the pool: it is never used here. */
   markDeviceForeign(thinId: number): void {
-    this.#db.prepare(
+    this.#sql(
       `UPDATE devices SET role = 'foreign', state = 'foreign', name = name || '-foreign',
          template_key = NULL WHERE thin_id = ?`,
     ).run(thinId);
@@ -189,17 +200,17 @@ export class MetadataStore {
 
   /** Points snapshots that use device `from` at device `to`. */
   repointSnapshots(from: number, to: number): void {
-    this.#db.prepare("UPDATE snapshots SET thin_id = ? WHERE thin_id = ?").run(to, from);
+    this.#sql("UPDATE snapshots SET thin_id = ? WHERE thin_id = ?").run(to, from);
   }
 
   /** Deletes a device row. */
   deleteDevice(thinId: number): void {
-    this.#db.prepare("DELETE FROM devices WHERE thin_id = ?").run(thinId);
+    this.#sql("DELETE FROM devices WHERE thin_id = ?").run(thinId);
   }
 
   /** One device row. */
   getDevice(thinId: number): DeviceRecord | undefined {
-    const row = this.#db.prepare("SELECT * FROM devices WHERE thin_id = ?").get(thinId) as
+    const row = this.#sql("SELECT * FROM devices WHERE thin_id = ?").get(thinId) as
       | Row
       | undefined;
     return row && toDevice(row);
@@ -207,7 +218,7 @@ export class MetadataStore {
 
   /** The ready or in-progress template for `templateKey`. */
   getTemplate(templateKey: string): DeviceRecord | undefined {
-    const row = this.#db.prepare("SELECT * FROM devices WHERE template_key = ?").get(
+    const row = this.#sql("SELECT * FROM devices WHERE template_key = ?").get(
       templateKey,
     ) as Row | undefined;
     return row && toDevice(row);
@@ -216,15 +227,15 @@ export class MetadataStore {
   /** Device rows, optionally only those in `state`. */
   listDevices(state?: DeviceState): DeviceRecord[] {
     const rows = state === undefined
-      ? this.#db.prepare("SELECT * FROM devices ORDER BY thin_id").all()
-      : this.#db.prepare("SELECT * FROM devices WHERE state = ? ORDER BY thin_id").all(state);
+      ? this.#sql("SELECT * FROM devices ORDER BY thin_id").all()
+      : this.#sql("SELECT * FROM devices WHERE state = ? ORDER BY thin_id").all(state);
     return (rows as Row[]).map(toDevice);
   }
 
   /** Inserts a snapshot row and its labels; returns the new id. */
   insertSnapshot(s: NewSnapshot): number {
     return this.transaction(() => {
-      const result = this.#db.prepare(
+      const result = this.#sql(
         `INSERT INTO snapshots (key, kind, state, parent_id, thin_id, fs_type, size_bytes,
            created_s, created_ns, updated_s, updated_ns)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -248,8 +259,8 @@ export class MetadataStore {
   }
 
   #writeLabels(id: number, labels: Record<string, string>): void {
-    this.#db.prepare("DELETE FROM labels WHERE snapshot_id = ?").run(id);
-    const insert = this.#db.prepare(
+    this.#sql("DELETE FROM labels WHERE snapshot_id = ?").run(id);
+    const insert = this.#sql(
       "INSERT INTO labels (snapshot_id, key, value) VALUES (?, ?, ?)",
     );
     for (const [k, v] of Object.entries(labels)) {
@@ -258,7 +269,7 @@ export class MetadataStore {
   }
 
   #labels(id: number): Record<string, string> {
-    const rows = this.#db.prepare(
+    const rows = this.#sql(
       "SELECT key, value FROM labels WHERE snapshot_id = ? ORDER BY key",
     ).all(id) as Row[];
     const labels: Record<string, string> = {};
@@ -288,7 +299,7 @@ export class MetadataStore {
 
   /** The snapshot with `key` (any state), or undefined. */
   getSnapshot(key: string): SnapshotRecord | undefined {
-    const row = this.#db.prepare(
+    const row = this.#sql(
       `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
        WHERE s.key = ?`,
     ).get(key) as Row | undefined;
@@ -297,7 +308,7 @@ export class MetadataStore {
 
   /** The snapshot with internal `id`, or undefined. */
   getSnapshotById(id: number): SnapshotRecord | undefined {
-    const row = this.#db.prepare(
+    const row = this.#sql(
       `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
        WHERE s.id = ?`,
     ).get(id) as Row | undefined;
@@ -306,11 +317,11 @@ export class MetadataStore {
 
   /** Snapshots in `state` (default: ready), with labels, in key order. */
   listSnapshots(state: SnapshotState = "ready"): SnapshotRecord[] {
-    const rows = this.#db.prepare(
+    const rows = this.#sql(
       `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
        WHERE s.state = ? ORDER BY s.key`,
     ).all(state) as Row[];
-    const labelRows = this.#db.prepare(
+    const labelRows = this.#sql(
       `SELECT l.snapshot_id, l.key, l.value FROM labels l
        JOIN snapshots s ON s.id = l.snapshot_id WHERE s.state = ? ORDER BY l.key`,
     ).all(state) as Row[];
@@ -326,12 +337,12 @@ export class MetadataStore {
 
   /** Marks a snapshot ready. */
   setSnapshotReady(id: number): void {
-    this.#db.prepare("UPDATE snapshots SET state = 'ready' WHERE id = ?").run(id);
+    this.#sql("UPDATE snapshots SET state = 'ready' WHERE id = ?").run(id);
   }
 
   /** True when another snapshot names `id` as parent. */
   hasChildren(id: number): boolean {
-    return this.#db.prepare("SELECT 1 FROM snapshots WHERE parent_id = ? LIMIT 1").get(id) !==
+    return this.#sql("SELECT 1 FROM snapshots WHERE parent_id = ? LIMIT 1").get(id) !==
       undefined;
   }
 
@@ -341,7 +352,7 @@ export class MetadataStore {
     change: { name: string; labels: Record<string, string>; time: Timestamp; usageBytes: number },
   ): void {
     this.transaction(() => {
-      this.#db.prepare(
+      this.#sql(
         `UPDATE snapshots SET key = ?, kind = 3, created_s = ?, created_ns = ?, updated_s = ?,
            updated_ns = ?, usage_bytes = ? WHERE id = ?`,
       ).run(
@@ -360,7 +371,7 @@ export class MetadataStore {
   /** Replaces a snapshot's labels and sets its updated time. */
   updateLabels(id: number, labels: Record<string, string>, updated: Timestamp): void {
     this.transaction(() => {
-      this.#db.prepare("UPDATE snapshots SET updated_s = ?, updated_ns = ? WHERE id = ?").run(
+      this.#sql("UPDATE snapshots SET updated_s = ?, updated_ns = ? WHERE id = ?").run(
         updated.seconds,
         updated.nanos,
         id,
@@ -371,12 +382,12 @@ export class MetadataStore {
 
   /** Deletes a snapshot row (labels go with it). */
   deleteSnapshot(id: number): void {
-    this.#db.prepare("DELETE FROM snapshots WHERE id = ?").run(id);
+    this.#sql("DELETE FROM snapshots WHERE id = ?").run(id);
   }
 
   /** Snapshot rows that use thin device `thinId`. */
   snapshotIdsForDevice(thinId: number): number[] {
-    return (this.#db.prepare("SELECT id FROM snapshots WHERE thin_id = ?").all(thinId) as Row[])
+    return (this.#sql("SELECT id FROM snapshots WHERE thin_id = ?").all(thinId) as Row[])
       .map((r) => Number(r.id));
   }
 
@@ -384,6 +395,7 @@ export class MetadataStore {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#statements.clear();
     this.#db.close();
   }
 }
