@@ -264,7 +264,7 @@ async function inKernel(): Promise<void> {
   );
   out(
     `- Our server runs with --log-level ${serverLogLevel}: at debug it writes two log lines ` +
-      "per backend RPC synchronously (to a file on tmpfs), a cost only ours pays here" +
+      "per backend RPC (to a file on tmpfs, batched after the answer), a cost only ours pays here" +
       (serverLogLevel === "trace" ? "; at trace one more per spawn." : "."),
   );
   out(

@@ -57,19 +57,64 @@ export function isLevel(value: string): value is Level {
   return (LEVELS as readonly string[]).includes(value);
 }
 
+/**
+ * Writes lines to stderr. `trace` and `debug` lines are batched and written once per
+ * macrotask, so a server's per-call debug lines never go out before the answer they describe;
+ * `info` and above are written at once, together with anything still batched. Batched lines
+ * are also written when the process unloads or an error goes uncaught.
+ */
+function stderrSink(): (line: string, urgent: boolean) => void {
+  const encoder = new TextEncoder();
+  let pending: string[] = [];
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (pending.length === 0) return;
+    const bytes = encoder.encode(pending.join(""));
+    pending = [];
+    try {
+      for (let offset = 0; offset < bytes.length;) {
+        offset += Deno.stderr.writeSync(bytes.subarray(offset));
+      }
+    } catch {
+      // stderr is gone: nowhere left to report it
+    }
+  };
+  globalThis.addEventListener("unload", flush);
+  globalThis.addEventListener("error", flush);
+  globalThis.addEventListener("unhandledrejection", flush);
+  return (line, urgent) => {
+    pending.push(line + "\n");
+    if (urgent) flush();
+    else timer ??= setTimeout(flush, 0);
+  };
+}
+
+const INFO = LEVELS.indexOf("info");
+
 /** Creates a logger. */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const level = options.level ?? "info";
+  const write = options.write;
+  return makeLogger(
+    options.level ?? "info",
+    write ? (line) => write(line) : stderrSink(),
+    options.fields ?? {},
+  );
+}
+
+function makeLogger(
+  level: Level,
+  sink: (line: string, urgent: boolean) => void,
+  base: Fields,
+): Logger {
   const min = LEVELS.indexOf(level);
-  const encoder = new TextEncoder();
-  const write = options.write ??
-    ((line: string) => {
-      Deno.stderr.writeSync(encoder.encode(line + "\n"));
-    });
-  const base = options.fields ?? {};
-  const log = (l: Level) => (msg: string, fields?: Fields) => {
-    if (LEVELS.indexOf(l) < min) return;
-    write(formatLine(l, msg, { ...base, ...fields }));
+  const log = (l: Level) => {
+    const rank = LEVELS.indexOf(l);
+    return (msg: string, fields?: Fields) => {
+      if (rank < min) return;
+      sink(formatLine(l, msg, { ...base, ...fields }), rank >= INFO);
+    };
   };
   return {
     level,
@@ -79,7 +124,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     warn: log("warn"),
     error: log("error"),
     enabled: (l) => LEVELS.indexOf(l) >= min,
-    with: (fields) => createLogger({ level, write, fields: { ...base, ...fields } }),
+    with: (fields) => makeLogger(level, sink, { ...base, ...fields }),
   };
 }
 
