@@ -15,6 +15,7 @@
  * (snapshot-workload rounds, default 4, after one small warm-up round), `--runs <n>` (imports
  * and container runs per snapshotter, default 5), `--lists <n>` (List calls per round,
  * default 3), `--no-write` (skip writing a file through a mount of each active snapshot),
+ * `--grpc-transport <native|grpc-js>` (our server's gRPC implementation, default native),
  * `--server-log-level <level>` (default debug; trace adds each spawn's command and time, at
  * some cost to ours; info or above loses the server-side figures).
  * A script that prints numbers, not a test.
@@ -59,6 +60,7 @@ const { values } = parseArgs({
     lists: { type: "string", default: "3" },
     "no-write": { type: "boolean", default: false },
     "server-log-level": { type: "string", default: "debug" },
+    "grpc-transport": { type: "string", default: "native" },
   },
 });
 
@@ -176,6 +178,8 @@ async function inKernel(): Promise<void> {
       ...serveArgs(config, socket),
       "--log-level",
       serverLogLevel,
+      "--grpc-transport",
+      values["grpc-transport"],
     ],
   });
   log("spawn-cost probe: dmsetup version from Deno and from sh");
@@ -261,6 +265,10 @@ async function inKernel(): Promise<void> {
   );
   out(
     `- "${ROUND_TOTAL}" sums one round's snapshot ops per snapshotter (the floor excluded).`,
+  );
+  out(
+    `- Our server serves gRPC with the ${values["grpc-transport"]} transport ` +
+      "(--grpc-transport native|grpc-js).",
   );
   out(
     `- Our server runs with --log-level ${serverLogLevel}: at debug it writes two log lines ` +
