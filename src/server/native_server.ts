@@ -39,6 +39,9 @@ const Code = {
   INTERNAL: 13,
 } as const;
 
+/** The longest delay setTimeout honours. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 const RESPONSE_HEADERS: readonly HeaderField[] = [
   [":status", "200"],
   ["content-type", "application/grpc"],
@@ -102,6 +105,9 @@ class Call {
   }
 
   deadline(ms: number): void {
+    // setTimeout fires at once past 2^31-1 ms (~24.8 days, e.g. grpc-go's "2592000S" for a
+    // 30-day deadline): a deadline that far away is as good as none.
+    if (ms > MAX_TIMER_MS) return;
     this.#timer = setTimeout(() => {
       this.finish(Code.DEADLINE_EXCEEDED, "deadline exceeded");
     }, Math.max(0, Math.ceil(ms)));
