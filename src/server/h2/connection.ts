@@ -38,7 +38,13 @@ import {
   Setting,
   writeFrameHeader,
 } from "./frames.ts";
-import { encodeHeaders, type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
+import {
+  encodeHeaders,
+  type HeaderField,
+  HeaderListTooLargeError,
+  HpackDecoder,
+  HpackError,
+} from "./hpack.ts";
 
 /** Options for {@linkcode H2ServerConnection}. */
 export interface H2ConnectionOptions {
@@ -205,7 +211,14 @@ export class H2ServerConnection {
   #blocked = new Set<H2ServerStream>();
   #lastPeerStream = 0;
   #settingsSeen = false;
-  #continuation?: { streamId: number; end: boolean; chunks: Uint8Array[]; bytes: number };
+  #continuation?: {
+    streamId: number;
+    end: boolean;
+    chunks: Uint8Array[];
+    bytes: number;
+    /** Bytes on the wire so far, frame headers included (empty frames count too). */
+    wire: number;
+  };
   #peerInitialWindow = DEFAULT_WINDOW;
   #peerMaxFrameSize = DEFAULT_MAX_FRAME_SIZE;
   #connSendWindow = DEFAULT_WINDOW;
@@ -528,7 +541,13 @@ export class H2ServerConnection {
     const block = unpad(frame, true);
     const end = (frame.flags & Flag.END_STREAM) !== 0;
     if (frame.flags & Flag.END_HEADERS) return this.#onHeaderBlock(frame.streamId, block, end);
-    this.#continuation = { streamId: frame.streamId, end, chunks: [block], bytes: block.length };
+    this.#continuation = {
+      streamId: frame.streamId,
+      end,
+      chunks: [block],
+      bytes: block.length,
+      wire: FRAME_HEADER_BYTES + frame.payload.length,
+    };
   }
 
   #onContinuation(frame: Frame): void {
@@ -538,7 +557,8 @@ export class H2ServerConnection {
     }
     c.chunks.push(frame.payload);
     c.bytes += frame.payload.length;
-    if (c.bytes > 4 * this.#maxHeaderListSize) {
+    c.wire += FRAME_HEADER_BYTES + frame.payload.length;
+    if (c.wire > 4 * this.#maxHeaderListSize) {
       throw new H2ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, "header block too large");
     }
     if (!(frame.flags & Flag.END_HEADERS)) return;
@@ -557,6 +577,11 @@ export class H2ServerConnection {
     try {
       headers = this.#decoder.decode(block);
     } catch (err) {
+      if (err instanceof HeaderListTooLargeError) {
+        // The whole block was decoded, so the HPACK table is in step: refuse this stream only
+        // (as grpc-go does), not every call on the connection.
+        return this.#refuseHeaderList(id);
+      }
       if (err instanceof HpackError) {
         throw new H2ConnectionError(ErrorCode.COMPRESSION_ERROR, err.message, { cause: err });
       }
@@ -571,12 +596,7 @@ export class H2ServerConnection {
       }
       return this.#remoteEnd(existing);
     }
-    if (id % 2 === 0 || id <= this.#lastPeerStream) {
-      throw new H2ConnectionError(
-        ErrorCode.PROTOCOL_ERROR,
-        `HEADERS opening stream ${id} after stream ${this.#lastPeerStream}`,
-      );
-    }
+    this.#checkNewStreamId(id);
     this.#lastPeerStream = id;
     if (this.#goingAway || this.#streams.size >= this.#maxConcurrent) {
       this.#emit(encodeRstStream(id, ErrorCode.REFUSED_STREAM));
@@ -590,6 +610,23 @@ export class H2ServerConnection {
     });
     this.#streams.set(id, stream);
     if (end) this.#remoteEnd(stream);
+  }
+
+  #refuseHeaderList(id: number): void {
+    const existing = this.#streams.get(id);
+    if (existing) return this.resetStream(existing, ErrorCode.FRAME_SIZE_ERROR);
+    this.#checkNewStreamId(id);
+    this.#lastPeerStream = id;
+    this.#emit(encodeRstStream(id, ErrorCode.FRAME_SIZE_ERROR));
+  }
+
+  #checkNewStreamId(id: number): void {
+    if (id % 2 === 0 || id <= this.#lastPeerStream) {
+      throw new H2ConnectionError(
+        ErrorCode.PROTOCOL_ERROR,
+        `HEADERS opening stream ${id} after stream ${this.#lastPeerStream}`,
+      );
+    }
   }
 
   #remoteEnd(stream: H2ServerStream): void {
@@ -614,7 +651,9 @@ export class H2ServerConnection {
       this.#connRecvUnacked = 0;
     }
     const stream = this.#streams.get(frame.streamId);
-    if (!stream || stream.remoteClosed) {
+    // DATA after the client's END_STREAM (RFC 9113 §5.1, half-closed (remote))
+    if (stream?.remoteClosed) return this.resetStream(stream, ErrorCode.STREAM_CLOSED);
+    if (!stream) {
       if (frame.streamId > this.#lastPeerStream) {
         throw new H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
       }

@@ -954,3 +954,76 @@ Deno.test("connection: 200 interleaved streams on one connection each get their 
   }
   assert.equal(s.conns[0].activeStreams, 0);
 });
+
+// ---- abuse ----
+
+Deno.test("connection: a flood of empty CONTINUATION frames is cut off with ENHANCE_YOUR_CALM", async () => {
+  await using s = await server();
+  await using c = await ready(s);
+  const block = encodeHeaders(req("/echo"));
+  const empty = rawFrame(T.CONTINUATION, 0, 1);
+  await c.send(rawFrame(T.HEADERS, F.END_STREAM, 1, block.subarray(0, 2)));
+  // 4 × 64 KiB of header block is the limit; empty frames must count towards it too
+  for (let i = 0; i < 20 && !c.eof; i++) {
+    await c.send(...Array.from({ length: 2000 }, () => empty)).catch(() => {});
+  }
+  await assertGoaway(c, E.ENHANCE_YOUR_CALM);
+  assert.equal(s.requests.length, 0);
+});
+
+Deno.test("connection: a header block over 4 × MAX_HEADER_LIST_SIZE in CONTINUATIONs is ENHANCE_YOUR_CALM", async () => {
+  await using s = await server({ maxHeaderListSize: 1000 });
+  await using c = await ready(s);
+  const block = encodeHeaders([...req("/echo"), ["x", "v".repeat(5000)]]);
+  await c.send(
+    rawFrame(T.HEADERS, F.END_STREAM, 1, block.subarray(0, 1000)),
+    rawFrame(T.CONTINUATION, 0, 1, block.subarray(1000, 3000)),
+    rawFrame(T.CONTINUATION, 0, 1, block.subarray(3000, 4500)),
+    rawFrame(T.CONTINUATION, F.END_HEADERS, 1, block.subarray(4500)),
+  );
+  await assertGoaway(c, E.ENHANCE_YOUR_CALM);
+});
+
+Deno.test("connection: a header list over MAX_HEADER_LIST_SIZE refuses that stream only", async () => {
+  await using s = await server({ maxHeaderListSize: 1000 });
+  await using c = await ready(s);
+  // the oversized block also adds ("x", "y") to the HPACK table: the next request refers to it,
+  // so the table must have been kept in step with the client's
+  const big = concat(
+    encodeHeaders(req("/echo")),
+    new Uint8Array([0x40, 1, 0x78, 1, 0x79]),
+    encodeHeaders([["x-big", "v".repeat(1100)]]),
+  );
+  await c.send(
+    rawFrame(T.HEADERS, F.END_HEADERS, 1, big),
+    dataFrame(1, pattern(10), true), // DATA of the refused stream is ignored
+  );
+  assert.equal((await c.response(1)).rst, E.FRAME_SIZE_ERROR);
+  await c.send(
+    rawFrame(
+      T.HEADERS,
+      F.END_HEADERS | F.END_STREAM,
+      3,
+      concat(encodeHeaders(req("/echo")), new Uint8Array([0xbe])),
+    ),
+  );
+  assert.equal(field((await c.response(3)).blocks[0], ":status"), "200");
+  assert.equal(s.requests.length, 1);
+  assert.equal(s.requests[0].header("x"), "y");
+  assert.equal(c.goaways().length, 0);
+  // and the id of the refused stream is used up
+  await c.send(headersFrame(1, req("/echo"), true));
+  await assertGoaway(c, E.PROTOCOL_ERROR);
+});
+
+Deno.test("connection: DATA after the client's END_STREAM is answered with RST_STREAM STREAM_CLOSED", async () => {
+  await using s = await server();
+  await using c = await ready(s);
+  await c.send(headersFrame(1, req("/hold"), true));
+  await waitFor(() => s.held.length === 1, "held");
+  await c.send(dataFrame(1, pattern(5)));
+  assert.equal((await c.response(1)).rst, E.STREAM_CLOSED);
+  assert.equal(s.held[0].cancelled, true);
+  await echo(c, 3, pattern(5));
+  assert.equal(c.goaways().length, 0);
+});
