@@ -24,6 +24,39 @@ async function unmountUnder(dir: string): Promise<void> {
   }
 }
 
+/** pid and process group of a process, from /proc/<pid>/stat; undefined once it is gone or a zombie. */
+async function procStat(pid: number): Promise<{ pgrp: number } | undefined> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // state ppid pgrp …
+  if (!stat || fields[0] === "Z") return undefined;
+  return { pgrp: Number(fields[2]) };
+}
+
+/** Live (non-zombie) processes of process group `pgid`. */
+async function groupMembers(pgid: number): Promise<number[]> {
+  const members: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^[0-9]+$/.test(entry.name)) continue;
+    if ((await procStat(Number(entry.name)))?.pgrp === pgid) members.push(Number(entry.name));
+  }
+  return members;
+}
+
+/**
+ * Waits until the processes the killed worker started (dmsetup, mount, …: they outlive it,
+ * as they would a crashed server) have finished, so that what they did is settled before
+ * the "host" unmounts and the snapshotter restarts.
+ */
+async function waitForOrphans(pgid: number): Promise<void> {
+  for (let waited = 0; waited < 30_000; waited += 50) {
+    if ((await groupMembers(pgid)).length === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(
+    `processes of the killed worker still running after 30 s: ${await groupMembers(pgid)}`,
+  );
+}
+
 Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kills)", async () => {
   requireKernel();
   await using t = await createTestSnapshotter({ dataMb: 1024 });
@@ -34,8 +67,10 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
   let undone = 0;
   for (let iteration = 0; iteration < ITERATIONS; iteration++) {
     await t.snapshotter.close();
-    const child = new Deno.Command(Deno.execPath(), {
+    // setsid: the worker leads its own process group, which its children join
+    const child = new Deno.Command("setsid", {
       args: [
+        Deno.execPath(),
         "run",
         "-A",
         "--no-check",
@@ -50,12 +85,15 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
     // let it start (~1 s) and get a random amount of work done
     await new Promise((r) => setTimeout(r, 1200 + Math.floor(Math.random() * 2500)));
     let exitedEarly = false;
+    const leader = await procStat(child.pid);
+    if (leader) assert.equal(leader.pgrp, child.pid, "the worker leads its process group");
     try {
       child.kill("SIGKILL");
     } catch {
       exitedEarly = true; // reported below with its output
     }
     await child.status;
+    await waitForOrphans(child.pid);
     const stderr = await errors;
     const stdout = await output;
     if (exitedEarly || /error: Uncaught/.test(stderr)) {
