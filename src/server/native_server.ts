@@ -209,29 +209,51 @@ export function serveNative(listener: Deno.Listener, options: NativeServerOption
   const table = routes(options.proto);
   const connections = new Set<H2ServerConnection>();
   const log = options.logger;
+  const stopping = Promise.withResolvers<void>();
+  let stopped = false;
+  const serve = (conn: Deno.Conn) => {
+    const c = new H2ServerConnection(conn, {
+      maxBodyBytes: options.maxMessageBytes + 5,
+      onRequest: (stream) => {
+        try {
+          dispatch(stream, table, options);
+        } catch (err) {
+          log.error("cannot answer rpc", { error: err });
+          stream.reset(ErrorCode.INTERNAL_ERROR);
+        }
+      },
+      onError: (error) => log.debug("connection closed on error", { error }),
+    });
+    connections.add(c);
+    c.run().finally(() => connections.delete(c));
+  };
   const accepting = (async () => {
-    try {
-      for await (const conn of listener) {
-        const c = new H2ServerConnection(conn, {
-          maxBodyBytes: options.maxMessageBytes + 5,
-          onRequest: (stream) => {
-            try {
-              dispatch(stream, table, options);
-            } catch (err) {
-              log.error("cannot answer rpc", { error: err });
-              stream.reset(ErrorCode.INTERNAL_ERROR);
-            }
-          },
-          onError: (error) => log.debug("connection closed on error", { error }),
-        });
-        connections.add(c);
-        c.run().finally(() => connections.delete(c));
+    let backoffMs = 0;
+    while (!stopped) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (stopped || err instanceof Deno.errors.BadResource) return;
+        // e.g. EMFILE: the listener is fine, so keep it and retry (backing off like grpc-go),
+        // or the socket would stay bound with nobody accepting until a restart
+        backoffMs = Math.min(1000, backoffMs === 0 ? 5 : backoffMs * 2);
+        log.error("accept failed, retrying", { error: err, retry_ms: backoffMs });
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          new Promise((r) => timer = setTimeout(r, backoffMs)),
+          stopping.promise,
+        ]);
+        clearTimeout(timer);
+        continue;
       }
-    } catch (err) {
-      if (!(err instanceof Deno.errors.BadResource)) log.error("accept failed", { error: err });
+      backoffMs = 0;
+      serve(conn);
     }
   })();
   const stopAccepting = async () => {
+    stopped = true;
+    stopping.resolve();
     try {
       listener.close();
     } catch {

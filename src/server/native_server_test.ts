@@ -678,3 +678,64 @@ Deno.test("native: a List's messages decode with the client's own parser", async
   assert.equal(parseGrpcBody(r.data).length, 3);
   assert.deepEqual(r.blocks.length, 2);
 });
+
+Deno.test("native: running out of file descriptors at accept is survived: new connections are served once fds are free", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dmsnap-emfile-" });
+  const sock = `${dir}/s.sock`;
+  const url = (p: string) => new URL(p, import.meta.url).href;
+  const code = `
+    import { startServer } from ${JSON.stringify(url("./server.ts"))};
+    import { createLogger } from ${JSON.stringify(url("../log.ts"))};
+    import { memorySnapshotter } from ${
+    JSON.stringify(url("../../tests/unit/memory_snapshotter.ts"))
+  };
+    const s = memorySnapshotter();
+    await s.prepare("k", "");
+    await startServer({
+      address: ${JSON.stringify(sock)},
+      snapshotter: s,
+      logger: createLogger({ level: "debug", write: (l) => console.log(l) }),
+    });
+    console.log("ready");`;
+  // a low fd limit for the server process only
+  const child = new Deno.Command("sh", {
+    args: ["-c", `ulimit -n 64 && exec "$0" eval "$1"`, Deno.execPath(), code],
+    cwd: new URL("../..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const lines: string[] = [];
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of child.stdout) lines.push(...decoder.decode(chunk).split("\n"));
+  })();
+  const conns: Deno.UnixConn[] = [];
+  try {
+    await waitFor(() => lines.includes("ready"), "the server process", 20_000);
+    // more connections than the server can hold open
+    for (let i = 0; i < 100; i++) {
+      const conn = await Deno.connect({ transport: "unix", path: sock });
+      conns.push(conn);
+      await conn.write(concat(CLIENT_PREFACE, settingsFrame()));
+    }
+    await waitFor(
+      () => lines.some((l) => /accept/i.test(l) && /too many open files/i.test(l)),
+      "the server to run out of fds",
+    );
+    for (const conn of conns.splice(0)) conn.close();
+    const c = await RawH2Client.connect(sock);
+    try {
+      await c.handshake().catch((err) => assert.fail(`${err}\n${lines.join("\n")}`));
+      const r = await call(c, 1, "Stat", statBody("k"));
+      assert.equal(r.grpcStatus, Code.OK);
+    } finally {
+      await c.close().catch(() => {});
+    }
+  } finally {
+    for (const conn of conns) conn.close();
+    child.kill("SIGKILL");
+    await child.status;
+    await reading;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
