@@ -46,6 +46,13 @@ import {
   HpackError,
 } from "./hpack.ts";
 
+/**
+ * Answers the peer made us queue (PING and SETTINGS ACKs, RST_STREAMs) past which we stop
+ * reading until they are written: a peer that floods us without reading cannot grow our
+ * output queue without bound (grpc-go does the same, with 50).
+ */
+const MAX_PENDING_CONTROL = 1000;
+
 /** Options for {@linkcode H2ServerConnection}. */
 export interface H2ConnectionOptions {
   /** Called once per stream when its headers and whole body have arrived. */
@@ -228,6 +235,8 @@ export class H2ServerConnection {
   #maxConcurrent: number;
   #maxHeaderListSize: number;
   #out: (Uint8Array | Written)[] = [];
+  /** Control frames queued since the output was last known to be written. */
+  #controlPending = 0;
   #flushScheduled = false;
   #writing = false;
   #goingAway = false;
@@ -270,6 +279,11 @@ export class H2ServerConnection {
     let preface = false;
     try {
       while (!this.#closed) {
+        if (this.#controlPending >= MAX_PENDING_CONTROL) {
+          await this.#flushNow();
+          this.#controlPending = 0;
+          continue;
+        }
         const n = await this.#conn.read(buf);
         if (n === null) break;
         this.#reader.push(buf.subarray(0, n));
@@ -346,6 +360,12 @@ export class H2ServerConnection {
         this.#writeLoop();
       });
     }
+  }
+
+  /** Queues a control frame that answers the peer. */
+  #emitControl(bytes: Uint8Array): void {
+    this.#controlPending++;
+    this.#emit(bytes);
   }
 
   async #writeLoop(): Promise<void> {
@@ -475,7 +495,7 @@ export class H2ServerConnection {
   /** @internal */
   resetStream(stream: H2ServerStream, code: number): void {
     if (stream.localClosed && !this.#streams.has(stream.id)) return;
-    this.#emit(encodeRstStream(stream.id, code));
+    this.#emitControl(encodeRstStream(stream.id, code));
     this.#closeStream(stream);
   }
 
@@ -599,7 +619,7 @@ export class H2ServerConnection {
     this.#checkNewStreamId(id);
     this.#lastPeerStream = id;
     if (this.#goingAway || this.#streams.size >= this.#maxConcurrent) {
-      this.#emit(encodeRstStream(id, ErrorCode.REFUSED_STREAM));
+      this.#emitControl(encodeRstStream(id, ErrorCode.REFUSED_STREAM));
       return;
     }
     const stream = new H2ServerStream(this, {
@@ -617,7 +637,7 @@ export class H2ServerConnection {
     if (existing) return this.resetStream(existing, ErrorCode.FRAME_SIZE_ERROR);
     this.#checkNewStreamId(id);
     this.#lastPeerStream = id;
-    this.#emit(encodeRstStream(id, ErrorCode.FRAME_SIZE_ERROR));
+    this.#emitControl(encodeRstStream(id, ErrorCode.FRAME_SIZE_ERROR));
   }
 
   #checkNewStreamId(id: number): void {
@@ -722,7 +742,7 @@ export class H2ServerConnection {
         throw new H2ConnectionError(ErrorCode.PROTOCOL_ERROR, "ENABLE_PUSH not 0 or 1");
       }
     }
-    this.#emit(encodeSettings([], true));
+    this.#emitControl(encodeSettings([], true));
     for (const stream of [...this.#blocked]) this.#drain(stream);
   }
 
@@ -734,7 +754,7 @@ export class H2ServerConnection {
       throw new H2ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING length");
     }
     if (!(frame.flags & Flag.ACK)) {
-      this.#emit(encodeFrame(FrameType.PING, Flag.ACK, 0, frame.payload));
+      this.#emitControl(encodeFrame(FrameType.PING, Flag.ACK, 0, frame.payload));
     }
   }
 

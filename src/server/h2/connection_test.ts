@@ -1027,3 +1027,46 @@ Deno.test("connection: DATA after the client's END_STREAM is answered with RST_S
   await echo(c, 3, pattern(5));
   assert.equal(c.goaways().length, 0);
 });
+
+Deno.test("connection: a PING flood from a client that never reads stops being read, and loses nothing", async () => {
+  await using s = await server();
+  const conn = await s.raw();
+  const pings = 200_000;
+  const chunk = concat(...Array.from({ length: 1000 }, (_, i) => pingFrame(pattern(8, i))));
+  let written = 0;
+  const writing = (async () => {
+    await conn.write(concat(CLIENT_PREFACE, settingsFrame()));
+    for (let i = 0; i < pings / 1000; i++) {
+      let offset = 0;
+      while (offset < chunk.length) offset += await conn.write(chunk.subarray(offset));
+      written += 1000;
+    }
+  })();
+  // the server answers into a socket nobody reads: it must stop reading us rather than
+  // queue 200k answers in memory, so our writes stall
+  await sleep(1000);
+  assert.ok(written < pings / 4, `${written} PINGs read although no answer could be written`);
+  // reading everything unblocks both sides, and every PING gets its ACK
+  let acks = 0;
+  let buf: Uint8Array = new Uint8Array(0);
+  const readBuf = new Uint8Array(1 << 16);
+  while (acks < pings) {
+    const n = await withTimeout(conn.read(readBuf), 5000, `PING ACK ${acks + 1}`);
+    assert.notEqual(n, null, "the server closed the connection");
+    buf = concat(buf, readBuf.subarray(0, n!));
+    while (buf.length >= 9) {
+      const length = (buf[0] << 16) | (buf[1] << 8) | buf[2];
+      if (buf.length < 9 + length) break;
+      if (buf[3] === T.PING) {
+        assert.equal(buf[4], F.ACK);
+        acks++;
+      }
+      buf = buf.subarray(9 + length);
+    }
+  }
+  await writing;
+  assert.equal(acks, pings);
+  await conn.closeWrite();
+  while ((await conn.read(readBuf)) !== null) { /* drain to EOF */ }
+  conn.close();
+});
