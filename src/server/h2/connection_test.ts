@@ -26,6 +26,7 @@ import {
   windowUpdateFrame,
 } from "../../../tests/unit/h2_raw_client.ts";
 import { type H2ConnectionOptions, H2ServerConnection, type H2ServerStream } from "./connection.ts";
+import { H2ConnectionError } from "./frames.ts";
 import { encodeHeaders, type HeaderField } from "./hpack.ts";
 
 /** Deterministic bytes of length `n` (so corruption or reordering shows). */
@@ -889,21 +890,30 @@ Deno.test("connection: garbage after the preface ends the connection with GOAWAY
     seed ^= seed << 5;
     return (seed >>> 0) / 2 ** 32;
   };
-  for (let i = 0; i < 40; i++) {
+  const int = (n: number) => Math.floor(random() * n);
+  for (let i = 0; i < 150; i++) {
     const c = await ready(s);
-    const junk = new Uint8Array(1 + Math.floor(random() * 200)).map(() =>
-      Math.floor(random() * 256)
-    );
-    // small lengths and known types half the time, so frames parse and reach the handlers
-    if (i % 2 === 0) {
-      junk[0] = 0;
-      junk[1] = 0;
-      junk[3] = Math.floor(random() * 10);
+    const parts: Uint8Array[] = [];
+    if (i % 3 === 0) {
+      // raw noise
+      parts.push(new Uint8Array(1 + int(200)).map(() => int(256)));
+    } else {
+      // random frames of known types on a few streams: they parse and reach the handlers
+      for (let k = 0; k < 1 + int(8); k++) {
+        const payload = new Uint8Array(int(40)).map(() => int(256));
+        if (k === 0 && i % 3 === 1) parts.push(headersFrame(1, req("/echo")));
+        parts.push(rawFrame(int(10), int(256) & ~F.PADDED, int(6), payload));
+      }
+      if (i % 3 === 1) parts.push(dataFrame(1, pattern(3), true));
     }
-    await c.send(junk);
+    await c.send(...parts);
     await c.close(); // shut down our side: the server must finish and close too
   }
   await withTimeout(Promise.all(s.runs), 5000, "every connection to end");
+  // every failure was a protocol error the connection reported, nothing unexpected
+  for (const e of s.errors) assert.ok(e instanceof H2ConnectionError, String(e));
+  assert.ok(s.errors.length > 50, `${s.errors.length} connection errors`);
+  assert.ok(s.requests.length > 0, "no frames made it to a request");
 });
 
 Deno.test("connection: a client that vanishes mid-request cancels its streams; the server lives", async () => {
