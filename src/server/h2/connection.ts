@@ -63,7 +63,7 @@ export interface H2ConnectionOptions {
   maxConcurrentStreams?: number;
   /** Our per-stream receive window (default 1 MiB). */
   streamWindow?: number;
-  /** Our connection receive window (default 16 MiB). */
+  /** Our connection receive window (default 16 MiB; never below the protocol's 65535). */
   connectionWindow?: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE (default 64 KiB). */
   maxHeaderListSize?: number;
@@ -230,6 +230,8 @@ export class H2ServerConnection {
   #peerMaxFrameSize = DEFAULT_MAX_FRAME_SIZE;
   #connSendWindow = DEFAULT_WINDOW;
   #connRecvWindow: number;
+  /** The connection receive window we grant in full. */
+  #connWindowSize: number;
   #connRecvUnacked = 0;
   #streamWindow: number;
   #maxConcurrent: number;
@@ -248,7 +250,9 @@ export class H2ServerConnection {
     this.#conn = conn;
     this.#options = options;
     this.#streamWindow = options.streamWindow ?? 1024 * 1024;
-    this.#connRecvWindow = options.connectionWindow ?? 16 * 1024 * 1024;
+    // The peer starts with 65535 whatever we prefer: a smaller window cannot be granted.
+    this.#connWindowSize = Math.max(DEFAULT_WINDOW, options.connectionWindow ?? 16 * 1024 * 1024);
+    this.#connRecvWindow = this.#connWindowSize;
     this.#maxConcurrent = options.maxConcurrentStreams ?? 1000;
     this.#maxHeaderListSize = options.maxHeaderListSize ?? 64 * 1024;
     this.#decoder = new HpackDecoder({ maxHeaderListSize: this.#maxHeaderListSize });
@@ -664,8 +668,7 @@ export class H2ServerConnection {
       throw new H2ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "connection window exceeded");
     }
     this.#connRecvUnacked += length;
-    const full = this.#options.connectionWindow ?? 16 * 1024 * 1024;
-    if (this.#connRecvUnacked >= full / 2) {
+    if (this.#connRecvUnacked >= this.#connWindowSize / 2) {
       this.#emit(encodeWindowUpdate(0, this.#connRecvUnacked));
       this.#connRecvWindow += this.#connRecvUnacked;
       this.#connRecvUnacked = 0;

@@ -720,6 +720,15 @@ Deno.test("connection: a client that overruns the stream window gets RST_STREAM 
   await echo(c, 3, pattern(20_000));
 });
 
+Deno.test("connection: a connectionWindow option below 65535 does not shrink what the client may send", async () => {
+  await using s = await server({ connectionWindow: 1000 });
+  await using c = await ready(s);
+  // the client may send 65535 bytes before any WINDOW_UPDATE: the protocol's initial window
+  await echo(c, 1, pattern(65_535));
+  await echo(c, 3, pattern(200_000));
+  assert.equal(c.goaways().length, 0);
+});
+
 Deno.test("connection: a large request body is flow-controlled by WINDOW_UPDATEs from the server", async () => {
   await using s = await server({
     maxBodyBytes: 8 << 20,
