@@ -129,8 +129,8 @@ export type UnaryResult =
 export interface ListSink {
   /** Sends one message; resolves when more may be sent. */
   write(message: WireListResponse): Promise<void>;
-  /** True once the client has gone away. */
-  cancelled(): boolean;
+  /** Why nobody waits for the stream any more (CANCELLED, DEADLINE_EXCEEDED), or undefined. */
+  gone(): GrpcStatus | undefined;
 }
 
 /**
@@ -138,10 +138,25 @@ export interface ListSink {
  * objects or statuses out. Never throws or rejects; logs every call.
  */
 export interface SnapshotsService {
-  /** Runs a unary method. `cancelled` is consulted before answering. */
-  unary(method: UnaryMethod, request: unknown, cancelled: () => boolean): Promise<UnaryResult>;
+  /**
+   * Runs a unary method. `gone` is consulted before answering: it returns why nobody waits
+   * for the answer any more (CANCELLED, DEADLINE_EXCEEDED), or undefined.
+   */
+  unary(
+    method: UnaryMethod,
+    request: unknown,
+    gone: () => GrpcStatus | undefined,
+  ): Promise<UnaryResult>;
   /** Runs List, streaming batches to `sink`; resolves with the final status. */
   list(request: unknown, sink: ListSink): Promise<{ code: GrpcStatus; details: string }>;
+}
+
+/** The status of a call nobody waits for any more. */
+function stopped(code: GrpcStatus): { code: GrpcStatus.CANCELLED; details: string } {
+  const details = code === GrpcStatus.DEADLINE_EXCEEDED
+    ? "deadline exceeded"
+    : "cancelled by the client";
+  return { code, details } as { code: GrpcStatus.CANCELLED; details: string };
 }
 
 /** Builds the transport-independent service. */
@@ -187,7 +202,7 @@ export function createService(options: HandlerOptions): SnapshotsService {
     },
   };
   return {
-    async unary(method, request, cancelled) {
+    async unary(method, request, gone) {
       let key = "";
       let finish: Finish = () => {};
       try {
@@ -198,17 +213,19 @@ export function createService(options: HandlerOptions): SnapshotsService {
       }
       try {
         const response = await impls[method](request as never);
-        if (cancelled()) {
-          finish(GrpcStatus.CANCELLED);
-          return { code: GrpcStatus.CANCELLED, details: "cancelled by the client" };
+        const why = gone();
+        if (why !== undefined) {
+          finish(why);
+          return stopped(why);
         }
         finish(GrpcStatus.OK);
         return { code: GrpcStatus.OK, response };
       } catch (err) {
         const st = toRpcStatus(err, { method, key });
-        if (cancelled()) {
-          finish(GrpcStatus.CANCELLED, err);
-          return { code: GrpcStatus.CANCELLED, details: "cancelled by the client" };
+        const why = gone();
+        if (why !== undefined) {
+          finish(why, err);
+          return stopped(why);
         }
         finish(st.code, st.details);
         return st as UnaryResult;
@@ -220,18 +237,19 @@ export function createService(options: HandlerOptions): SnapshotsService {
         const filters = validateList(request as WireListRequest);
         const infos = await s.list(filters);
         for (const batch of listBatches(infos, count, bytes)) {
-          if (sink.cancelled()) break;
+          if (sink.gone() !== undefined) break;
           await sink.write({ info: batch.map(infoToWire) });
         }
-        if (sink.cancelled()) {
-          finish(GrpcStatus.CANCELLED);
-          return { code: GrpcStatus.CANCELLED, details: "cancelled by the client" };
+        const why = sink.gone();
+        if (why !== undefined) {
+          finish(why);
+          return stopped(why);
         }
         finish(GrpcStatus.OK);
         return { code: GrpcStatus.OK, details: "" };
       } catch (err) {
         const st = toRpcStatus(err, { method: "List" });
-        finish(sink.cancelled() ? GrpcStatus.CANCELLED : st.code, err);
+        finish(sink.gone() ?? st.code, err);
         return st;
       }
     },
@@ -261,11 +279,12 @@ function unary(service: SnapshotsService, method: UnaryMethod, logger: Logger): 
   object
 > {
   return (call: ServerUnaryCall<unknown, object>, callback) => {
-    service.unary(method, call.request, () => call.cancelled).then((result) => {
-      if (call.cancelled) return;
-      if (result.code === GrpcStatus.OK) callback(null, result.response);
-      else callback(errorResponse(result.code, result.details));
-    }).catch((err) => logger.error("cannot answer rpc", { method, error: err }));
+    service.unary(method, call.request, () => call.cancelled ? GrpcStatus.CANCELLED : undefined)
+      .then((result) => {
+        if (call.cancelled) return;
+        if (result.code === GrpcStatus.OK) callback(null, result.response);
+        else callback(errorResponse(result.code, result.details));
+      }).catch((err) => logger.error("cannot answer rpc", { method, error: err }));
   };
 }
 
@@ -278,7 +297,7 @@ function listHandler(
     const stream = call as ServerWritableStream<unknown, unknown>;
     service.list(call.request, {
       write: (message) => call.write(message) ? Promise.resolve() : waitWritable(stream),
-      cancelled: () => call.cancelled,
+      gone: () => call.cancelled ? GrpcStatus.CANCELLED : undefined,
     }).then((st) => {
       if (call.cancelled) return;
       if (st.code === GrpcStatus.OK) call.end();

@@ -94,14 +94,16 @@ class Call {
   #headersSent = false;
   #timer?: ReturnType<typeof setTimeout>;
   answered = false;
+  #endedWith: number = Code.OK;
 
   constructor(stream: H2ServerStream) {
     this.#stream = stream;
   }
 
-  /** True when nobody waits for an answer any more. */
-  gone(): boolean {
-    return this.answered || this.#stream.cancelled;
+  /** Why nobody waits for an answer any more (the status it ended with), or undefined. */
+  gone(): number | undefined {
+    if (this.#stream.cancelled) return Code.CANCELLED;
+    return this.answered ? this.#endedWith : undefined;
   }
 
   deadline(ms: number): void {
@@ -114,7 +116,7 @@ class Call {
   }
 
   send(bytes: Uint8Array): Promise<void> {
-    if (this.gone()) return Promise.resolve();
+    if (this.answered || this.#stream.cancelled) return Promise.resolve();
     if (!this.#headersSent) {
       this.#stream.sendHeaders(RESPONSE_HEADERS);
       this.#headersSent = true;
@@ -125,6 +127,7 @@ class Call {
   finish(code: number, details = ""): void {
     if (this.answered) return;
     this.answered = true;
+    this.#endedWith = code;
     clearTimeout(this.#timer);
     if (this.#stream.cancelled) return;
     const status: HeaderField[] = [["grpc-status", String(code)]];
@@ -136,13 +139,17 @@ class Call {
 function dispatch(stream: H2ServerStream, table: Map<string, Route>, options: NativeServerOptions) {
   const method = stream.header(":method");
   const contentType = stream.header("content-type") ?? "";
-  if (method !== "POST") {
-    stream.sendHeaders([[":status", "405"]], true);
-    return;
-  }
+  // Not gRPC at all: an HTTP status, plus a gRPC status for clients that read only that.
+  const reject = (httpStatus: string, message: string) =>
+    stream.sendHeaders([
+      [":status", httpStatus],
+      ["content-type", "application/grpc"],
+      ["grpc-status", String(Code.INTERNAL)],
+      ["grpc-message", encodeGrpcMessage(message)],
+    ], true);
+  if (method !== "POST") return reject("405", `method ${method ?? "(none)"} is not POST`);
   if (!/^application\/grpc($|[+;])/.test(contentType)) {
-    stream.sendHeaders([[":status", "415"]], true);
-    return;
+    return reject("415", `content-type ${JSON.stringify(contentType)} is not application/grpc`);
   }
   const call = new Call(stream);
   stream.onCancel(() => call.finish(Code.CANCELLED));
@@ -191,7 +198,7 @@ function dispatch(stream: H2ServerStream, table: Map<string, Route>, options: Na
         const bytes = encode(message);
         if (bytes) await call.send(bytes);
       },
-      cancelled: () => call.gone(),
+      gone: () => call.gone(),
     }).then((st) => call.finish(st.code, st.details));
     return;
   }

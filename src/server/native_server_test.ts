@@ -119,7 +119,7 @@ async function harness(
     async [Symbol.asyncDispose]() {
       for (const c of clients) await c.close();
       await server.close();
-      await Deno.remove(dir, { recursive: true });
+      Deno.removeSync(dir, { recursive: true });
     },
   };
 }
@@ -272,6 +272,8 @@ Deno.test("native: content-type must be application/grpc[+…|;…], else HTTP 4
     await c.send(headersFrame(id, headers), dataFrame(id, statBody("k"), true));
     const r = await c.response(id);
     assert.equal(field(r.blocks[0], ":status"), "415", ct);
+    assert.equal(field(r.blocks[0], "grpc-status"), String(Code.INTERNAL), ct);
+    assert.match(field(r.blocks[0], "grpc-message") ?? "", /content-type/);
     assert.equal(r.ended, true);
     id += 2;
   }
@@ -298,6 +300,8 @@ Deno.test("native: a method other than POST → HTTP 405", async () => {
     await c.send(headersFrame(2 * i + 1, headers, true));
     const r = await c.response(2 * i + 1);
     assert.equal(field(r.blocks[0], ":status"), "405");
+    assert.equal(field(r.blocks[0], "grpc-status"), String(Code.INTERNAL));
+    assert.match(field(r.blocks[0], "grpc-message") ?? "", new RegExp(`method ${method}`));
     assert.equal(r.ended, true);
   }
   assert.deepEqual(h.s.calls, []);
@@ -393,6 +397,8 @@ Deno.test("native: grpc-timeout 50m on a held call → DEADLINE_EXCEEDED; the se
   assert.ok(took >= 45 && took < 2000, `took ${took} ms`);
   g.release();
   await waitFor(() => h.logs.some((l) => l.includes("method=Stat")), "the Stat to finish");
+  // logged as what it was: the deadline passed (not a cancellation by the client)
+  assert.match(h.logs.find((l) => l.includes("method=Stat"))!, /code=DEADLINE_EXCEEDED/);
   // nothing more on the expired stream
   assert.equal(c.frames.filter((f) => f.streamId === 1).length, 1);
   const ok = await call(c, 3, "Stat", statBody("k"));
@@ -736,6 +742,6 @@ Deno.test("native: running out of file descriptors at accept is survived: new co
     child.kill("SIGKILL");
     await child.status;
     await reading;
-    await Deno.remove(dir, { recursive: true });
+    Deno.removeSync(dir, { recursive: true });
   }
 });

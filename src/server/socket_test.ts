@@ -39,7 +39,7 @@ Deno.test("prepareSocketPath creates the missing directory (0711) and leaves a f
     assert.ok(st.isDirectory);
     assert.equal(st.mode! & 0o777 & ~0o022, 0o711 & ~0o022);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    Deno.removeSync(dir, { recursive: true });
   }
 });
 
@@ -52,7 +52,7 @@ Deno.test("prepareSocketPath replaces a stale socket", async () => {
     assert.equal(await prepareSocketPath(path), true);
     await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    Deno.removeSync(dir, { recursive: true });
   }
 });
 
@@ -71,7 +71,7 @@ Deno.test("prepareSocketPath refuses a live socket and leaves it alone", async (
     assert.ok((await Deno.lstat(path)).isSocket);
   } finally {
     listener.close();
-    await Deno.remove(dir, { recursive: true });
+    Deno.removeSync(dir, { recursive: true });
   }
 });
 
@@ -83,7 +83,7 @@ Deno.test("prepareSocketPath refuses to delete a regular file", async () => {
     await assert.rejects(prepareSocketPath(path), /exists and is not a socket/);
     assert.equal(await Deno.readTextFile(path), "data");
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    Deno.removeSync(dir, { recursive: true });
   }
 });
 
@@ -103,6 +103,6 @@ Deno.test("finishSocket sets 0660; removeSocket removes only the same socket", a
     await assert.rejects(Deno.lstat(path), Deno.errors.NotFound);
     await removeSocket(path, id); // already gone: no error
   } finally {
-    await Deno.remove(dir, { recursive: true });
+    Deno.removeSync(dir, { recursive: true });
   }
 });

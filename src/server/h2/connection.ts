@@ -53,6 +53,9 @@ import {
  */
 const MAX_PENDING_CONTROL = 1000;
 
+/** After GOAWAY, how long an idle connection waits for the peer to close it. */
+export const DEFAULT_CLOSE_GRACE_MS = 1000;
+
 /** Options for {@linkcode H2ServerConnection}. */
 export interface H2ConnectionOptions {
   /** Called once per stream when its headers and whole body have arrived. */
@@ -67,6 +70,11 @@ export interface H2ConnectionOptions {
   connectionWindow?: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE (default 64 KiB). */
   maxHeaderListSize?: number;
+  /**
+   * After GOAWAY, how long to wait for the peer to close an idle connection before closing
+   * it from this side (default {@linkcode DEFAULT_CLOSE_GRACE_MS}).
+   */
+  closeGraceMs?: number;
   /** Called with what went wrong when the connection fails (not on a clean close). */
   onError?(error: unknown): void;
 }
@@ -244,6 +252,7 @@ export class H2ServerConnection {
   #goingAway = false;
   #peerGoingAway = false;
   #closed = false;
+  #lingerTimer?: ReturnType<typeof setTimeout>;
   #closedPromise = Promise.withResolvers<void>();
 
   constructor(conn: Deno.Conn, options: H2ConnectionOptions) {
@@ -333,6 +342,7 @@ export class H2ServerConnection {
   destroy(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#lingerTimer);
     for (const stream of this.#streams.values()) this.#release(stream);
     this.#streams.clear();
     this.#blocked.clear();
@@ -510,9 +520,18 @@ export class H2ServerConnection {
     this.#maybeFinish();
   }
 
+  /**
+   * Once GOAWAY was sent or received and no stream is left, the peer closes the connection
+   * (grpc-go and grpc-js do); it is closed from this side only if the peer has not done so
+   * within `closeGraceMs`. Closing first would race the peer's own close (Deno's node:net
+   * client can then close its socket twice).
+   */
   #maybeFinish(): void {
     if ((this.#goingAway || this.#peerGoingAway) && this.#streams.size === 0 && !this.#closed) {
-      this.#flushNow().then(() => this.destroy());
+      this.#lingerTimer ??= setTimeout(
+        () => this.destroy(),
+        this.#options.closeGraceMs ?? DEFAULT_CLOSE_GRACE_MS,
+      );
     }
   }
 

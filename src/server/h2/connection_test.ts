@@ -145,7 +145,7 @@ async function server(options: Partial<H2ConnectionOptions> = {}): Promise<Serve
       for (const c of conns) c.destroy();
       await withTimeout(Promise.all(runs), 5000, "connections to end");
       for (const c of clients) await c.close();
-      await Deno.remove(dir, { recursive: true });
+      Deno.removeSync(dir, { recursive: true });
     },
   };
 }
@@ -845,8 +845,24 @@ Deno.test("connection: client GOAWAY — open streams finish, then the server cl
   s.held[0].sendData(pattern(10), true);
   const r = await c.response(1);
   assert.deepEqual(r.data, pattern(10));
+  // the server leaves closing to the client (as grpc clients do after GOAWAY) for
+  // closeGraceMs, then closes itself
+  await sleep(100);
+  assert.equal(c.eof, false, "the client gets its grace period to close");
   await c.waitEof();
+  await c.close(); // the client closes too: the server's pending read returns, run() ends
   await s.allRunsDone();
+  assert.deepEqual(s.errors, []);
+});
+
+Deno.test("connection: after GOAWAY an idle client that closes first is never closed under it", async () => {
+  await using s = await server({ closeGraceMs: 60_000 });
+  await using c = await ready(s);
+  await c.send(goawayFrame(0, E.NO_ERROR));
+  await sleep(50);
+  assert.equal(c.eof, false);
+  await c.close();
+  await s.allRunsDone(); // closed when the client closed, long before the grace period
   assert.deepEqual(s.errors, []);
 });
 
