@@ -13,7 +13,7 @@ import { isAbsolute, resolve } from "node:path";
 import { validateDeviceName } from "../dm/dmsetup.ts";
 import { FS_TYPES, type FsType, isFsType } from "../dm/mkfs.ts";
 import { errorMessage } from "../errors.ts";
-import { isLevel, type Level, LEVELS } from "../log.ts";
+import { type Level, LEVELS } from "../log.ts";
 import { socketPath } from "../server/socket.ts";
 import { parseSize } from "../size.ts";
 import type { SnapshotterSettings } from "../snapshotter.ts";
@@ -335,31 +335,21 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
   const asyncRemove = bool("async_remove");
   const discardBlocks = bool("discard_blocks");
 
-  let dmBackend: DmBackend = "auto";
-  const backendText = str("dm_backend");
-  if (backendText !== undefined) {
-    if ((DM_BACKENDS as readonly string[]).includes(backendText)) {
-      dmBackend = backendText as DmBackend;
-    } else {
-      fail(
-        "dm_backend",
-        `unknown backend ${JSON.stringify(backendText)} (use ${DM_BACKENDS.join(", ")})`,
-      );
-    }
-  }
-
-  let grpcTransport: GrpcTransport = "native";
-  const transportText = str("grpc_transport");
-  if (transportText !== undefined) {
-    if ((GRPC_TRANSPORTS as readonly string[]).includes(transportText)) {
-      grpcTransport = transportText as GrpcTransport;
-    } else {
-      fail(
-        "grpc_transport",
-        `unknown transport ${JSON.stringify(transportText)} (use ${GRPC_TRANSPORTS.join(", ")})`,
-      );
-    }
-  }
+  /** One of `allowed`; anything else is a problem naming the allowed values. */
+  const choice = <T extends string>(
+    key: ConfigKey,
+    allowed: readonly T[],
+    fallback: T,
+    noun: string,
+  ) => {
+    const text = str(key);
+    if (text === undefined) return fallback;
+    if ((allowed as readonly string[]).includes(text)) return text as T;
+    fail(key, `unknown ${noun} ${JSON.stringify(text)} (use ${allowed.join(", ")})`);
+    return fallback;
+  };
+  const dmBackend = choice("dm_backend", DM_BACKENDS, "auto", "backend");
+  const grpcTransport = choice("grpc_transport", GRPC_TRANSPORTS, "native", "transport");
 
   let address = "";
   const addressText = str("address");
@@ -379,12 +369,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     }
   }
 
-  let logLevel: Level = DEFAULT_LOG_LEVEL;
-  const levelText = str("log_level");
-  if (levelText !== undefined) {
-    if (isLevel(levelText)) logLevel = levelText;
-    else fail("log_level", `unknown level ${JSON.stringify(levelText)} (use ${LEVELS.join(", ")})`);
-  }
+  const logLevel = choice("log_level", LEVELS, DEFAULT_LOG_LEVEL, "level");
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {

@@ -31,7 +31,9 @@ import {
   rstFrame,
   S,
   settingsFrame,
+  sleep,
   T,
+  waitFor,
   windowUpdateFrame,
 } from "../../tests/unit/h2_raw_client.ts";
 import { decodeGrpcMessage } from "./grpc_wire.ts";
@@ -138,16 +140,6 @@ async function call(
   );
   return await c.grpcResponse(id);
 }
-
-async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A gate: calls of `method` wait until released. */
 function gate(method: string) {

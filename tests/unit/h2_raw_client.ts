@@ -17,6 +17,18 @@
  */
 import { encodeHeaders, type HeaderField, HpackDecoder } from "../../src/server/h2/hpack.ts";
 
+/** Polls `cond` every 5 ms; fails with "timed out waiting for <what>" after `ms`. */
+export async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Resolves after `ms`. */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 /** Frame type numbers (RFC 9113 §6), spelled out here independently of the server's. */
 export const T = {
   DATA: 0,

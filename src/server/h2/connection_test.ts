@@ -21,8 +21,10 @@ import {
   rstFrame,
   S,
   settingsFrame,
+  sleep,
   T,
   u32,
+  waitFor,
   windowUpdateFrame,
 } from "../../../tests/unit/h2_raw_client.ts";
 import { type H2ConnectionOptions, H2ServerConnection, type H2ServerStream } from "./connection.ts";
@@ -163,16 +165,6 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<
     clearTimeout(timer);
   }
 }
-
-async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Asserts the server sent GOAWAY with `code` and closed the connection. */
 async function assertGoaway(c: RawH2Client, code: number, lastStreamId?: number): Promise<void> {
