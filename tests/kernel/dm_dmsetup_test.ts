@@ -4,11 +4,11 @@
  */
 import assert from "node:assert/strict";
 import { Dmsetup } from "../../src/dm/dmsetup.ts";
-import { DmError } from "../../src/dm/errors.ts";
 import { mkfs } from "../../src/dm/mkfs.ts";
 import { mount, umount } from "../../src/dm/mount.ts";
 import { DenoCommandRunner } from "../../src/dm/runner.ts";
 import { devicePath, type PoolStatus, type ThinStatus, thinTable } from "../../src/dm/types.ts";
+import { createSnapDiverges, MiB, rejectsErrno, thinMessageErrors } from "./dm_backend_cases.ts";
 import { createTestPool, requireKernel, sh, shTry } from "./fixtures.ts";
 
 function driver(): { dm: Dmsetup; runner: DenoCommandRunner } {
@@ -16,17 +16,6 @@ function driver(): { dm: Dmsetup; runner: DenoCommandRunner } {
   const runner = new DenoCommandRunner();
   return { dm: new Dmsetup({ runner, busyAttempts: 3, busyBackoffMs: 20 }), runner };
 }
-
-async function rejectsErrno(p: Promise<unknown>, errno: string, re?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof DmError, `expected DmError, got ${e}`);
-    assert.equal(e.errno, errno, e.message);
-    if (re) assert.match(e.message, re);
-    return true;
-  });
-}
-
-const MiB = 1024 * 1024;
 
 Deno.test("dm driver: version reports library and driver", async () => {
   const { dm } = driver();
@@ -112,25 +101,7 @@ Deno.test("dm driver: info, infoAll, list and status of a pool and thin devices"
 Deno.test("dm driver: create_thin twice → EEXIST, delete twice → ENODATA", async () => {
   const { dm } = driver();
   await using pool = await createTestPool({ dataMb: 64 });
-  await dm.createThin(pool.name, 1);
-  await rejectsErrno(
-    dm.createThin(pool.name, 1),
-    "EEXIST",
-    new RegExp(`^dmsetup message ${pool.name} 0 "create_thin 1" failed: File exists$`),
-  );
-  await dm.createSnap(pool.name, 2, 1);
-  await rejectsErrno(dm.createSnap(pool.name, 2, 1), "EEXIST");
-  // snapshot of a missing origin
-  await rejectsErrno(dm.createSnap(pool.name, 3, 99), "ENODATA");
-  assert.deepEqual(await pool.thinIds(), [1, 2]);
-  await dm.deleteThin(pool.name, 1);
-  await rejectsErrno(dm.deleteThin(pool.name, 1), "ENODATA", /failed: No data available$/);
-  await dm.deleteThin(pool.name, 2);
-  assert.deepEqual(await pool.thinIds(), []);
-  // a message the pool does not understand
-  await rejectsErrno(dm.message(pool.name, 0, "bogus 1"), "EINVAL");
-  // messages to a missing device
-  await rejectsErrno(dm.createThin(`${pool.name}-nope`, 1), "ENXIO");
+  await thinMessageErrors(dm, pool, `dmsetup message ${pool.name}`);
 });
 
 Deno.test("dm driver: create of an existing name → EBUSY; fresh thin status; node exists", async () => {
@@ -255,42 +226,7 @@ Deno.test("dm driver: remove of a mounted device → EBUSY after bounded retries
 Deno.test("dm driver: create_snap of a thin shares data and diverges", async () => {
   const { dm } = driver();
   await using pool = await createTestPool({ dataMb: 64 });
-  await dm.createThin(pool.name, 1);
-  const origin = `${pool.name}-t1`;
-  await dm.create(origin, thinTable(pool.name, 1, 8 * MiB));
-  const data = new Uint8Array(4096).fill(0x5a);
-  {
-    using f = await Deno.open(devicePath(origin), { write: true });
-    await f.write(data);
-  }
-  await sh("sync");
-  // suspend the active origin around create_snap (as the snapshotter does)
-  await dm.suspend(origin);
-  try {
-    await dm.createSnap(pool.name, 2, 1);
-  } finally {
-    await dm.resume(origin);
-  }
-  const snap = `${pool.name}-t2`;
-  await dm.create(snap, thinTable(pool.name, 2, 8 * MiB));
-  const read = async (dev: string) => {
-    using f = await Deno.open(devicePath(dev), { read: true });
-    const buf = new Uint8Array(4096);
-    await f.read(buf);
-    return buf;
-  };
-  assert.deepEqual(await read(snap), data);
-  const [snapStatus] = await dm.status(snap) as ThinStatus[];
-  assert.ok(snapStatus.mappedSectors > 0, "snapshot shares the origin's mapped blocks");
-  {
-    using f = await Deno.open(devicePath(snap), { write: true });
-    await f.write(new Uint8Array(4096).fill(1));
-  }
-  await sh("sync");
-  assert.deepEqual(await read(origin), data, "origin unchanged by snapshot writes");
-  await dm.remove(snap);
-  await dm.remove(origin);
-  assert.deepEqual(await pool.thinIds(), [1, 2]);
+  await createSnapDiverges(dm, pool);
 });
 
 Deno.test("dm driver: create makes /dev/mapper node even if it was deleted (mknodes fallback)", async () => {

@@ -5,7 +5,6 @@
  */
 import assert from "node:assert/strict";
 import { Dmsetup } from "../../src/dm/dmsetup.ts";
-import { DmError } from "../../src/dm/errors.ts";
 import { INFO_COLUMNS, parseInfoLine } from "../../src/dm/parse.ts";
 import { DmIoctl, DmIoctlUnavailableError } from "../../src/dm/ioctl.ts";
 import { mkfs } from "../../src/dm/mkfs.ts";
@@ -19,20 +18,12 @@ import {
   type ThinStatus,
   thinTable,
 } from "../../src/dm/types.ts";
+import { createSnapDiverges, MiB, rejectsErrno, thinMessageErrors } from "./dm_backend_cases.ts";
 import { createTestPool, dmNames, requireKernel, sh, shTry } from "./fixtures.ts";
 
 function driver(): DmIoctl {
   requireKernel();
   return new DmIoctl({ busyAttempts: 3, busyBackoffMs: 20 });
-}
-
-async function rejectsErrno(p: Promise<unknown>, errno: string, re?: RegExp): Promise<void> {
-  await assert.rejects(p, (e: unknown) => {
-    assert.ok(e instanceof DmError, `expected DmError, got ${e}`);
-    assert.equal(e.errno, errno, e.message);
-    if (re) assert.match(e.message, re);
-    return true;
-  });
 }
 
 /** `dmsetup info -c` of one device, parsed by the dmsetup backend's parser. */
@@ -41,8 +32,6 @@ async function dmsetupInfo(name: string): Promise<DeviceInfo> {
     await sh("dmsetup", "info", "-c", "--noheadings", "-o", INFO_COLUMNS, "--separator", " ", name),
   );
 }
-
-const MiB = 1024 * 1024;
 
 Deno.test("dm ioctl: version reports the kernel driver version; no spawns", async () => {
   using dm = driver();
@@ -133,22 +122,7 @@ Deno.test("dm ioctl: info, infoAll, list, status and table agree with dmsetup", 
 Deno.test("dm ioctl: create_thin twice → EEXIST, delete twice → ENODATA", async () => {
   using dm = driver();
   await using pool = await createTestPool({ dataMb: 64 });
-  await dm.createThin(pool.name, 1);
-  await rejectsErrno(
-    dm.createThin(pool.name, 1),
-    "EEXIST",
-    new RegExp(`^ioctl DM_TARGET_MSG ${pool.name} 0 "create_thin 1" failed: File exists$`),
-  );
-  await dm.createSnap(pool.name, 2, 1);
-  await rejectsErrno(dm.createSnap(pool.name, 2, 1), "EEXIST");
-  await rejectsErrno(dm.createSnap(pool.name, 3, 99), "ENODATA");
-  assert.deepEqual(await pool.thinIds(), [1, 2]);
-  await dm.deleteThin(pool.name, 1);
-  await rejectsErrno(dm.deleteThin(pool.name, 1), "ENODATA", /failed: No data available$/);
-  await dm.deleteThin(pool.name, 2);
-  assert.deepEqual(await pool.thinIds(), []);
-  await rejectsErrno(dm.message(pool.name, 0, "bogus 1"), "EINVAL");
-  await rejectsErrno(dm.createThin(`${pool.name}-nope`, 1), "ENXIO");
+  await thinMessageErrors(dm, pool, `ioctl DM_TARGET_MSG ${pool.name}`);
   // bad ids and sectors are refused before any ioctl
   await rejectsErrno(dm.createThin(pool.name, -1), "EINVAL", /Invalid thin device id/);
   await rejectsErrno(dm.createThin(pool.name, 0x1000000), "EINVAL");
@@ -306,42 +280,7 @@ Deno.test("dm ioctl: remove of a mounted device → EBUSY after bounded retries;
 Deno.test("dm ioctl: create_snap of a thin shares data and diverges", async () => {
   using dm = driver();
   await using pool = await createTestPool({ dataMb: 64 });
-  await dm.createThin(pool.name, 1);
-  const origin = `${pool.name}-t1`;
-  await dm.create(origin, thinTable(pool.name, 1, 8 * MiB));
-  const data = new Uint8Array(4096).fill(0x5a);
-  {
-    using f = await Deno.open(devicePath(origin), { write: true });
-    await f.write(data);
-  }
-  await sh("sync");
-  await dm.suspend(origin);
-  try {
-    await dm.createSnap(pool.name, 2, 1);
-  } finally {
-    await dm.resume(origin);
-  }
-  const snap = `${pool.name}-t2`;
-  await dm.create(snap, thinTable(pool.name, 2, 8 * MiB));
-  const read = async (dev: string) => {
-    using f = await Deno.open(devicePath(dev), { read: true });
-    const buf = new Uint8Array(4096);
-    await f.read(buf);
-    return buf;
-  };
-  assert.deepEqual(await read(snap), data);
-  const [snapStatus] = await dm.status(snap) as ThinStatus[];
-  assert.ok(snapStatus.mappedSectors > 0, "snapshot shares the origin's mapped blocks");
-  {
-    using f = await Deno.open(devicePath(snap), { write: true });
-    await f.write(new Uint8Array(4096).fill(1));
-  }
-  await sh("sync");
-  assert.deepEqual(await read(origin), data, "origin unchanged by snapshot writes");
-  assert.deepEqual(await read(snap), new Uint8Array(4096).fill(1));
-  await dm.remove(snap);
-  await dm.remove(origin);
-  assert.deepEqual(await pool.thinIds(), [1, 2]);
+  await createSnapDiverges(dm, pool);
 });
 
 Deno.test("dm ioctl: /dev/mapper node is made, replaces a stale one, and takes mkfs + mount", async () => {
