@@ -123,14 +123,17 @@ export type UnaryMethod = Exclude<MethodName, "List">;
 /** What a unary call came to: a response (code OK) or a status. */
 export type UnaryResult =
   | { code: GrpcStatus.OK; response: object }
-  | { code: Exclude<GrpcStatus, GrpcStatus.OK>; details: string };
+  | { code: Failure; details: string };
+
+/** A status other than OK. */
+export type Failure = Exclude<GrpcStatus, GrpcStatus.OK>;
 
 /** Where a List call sends its messages. */
 export interface ListSink {
   /** Sends one message; resolves when more may be sent. */
   write(message: WireListResponse): Promise<void>;
   /** Why nobody waits for the stream any more (CANCELLED, DEADLINE_EXCEEDED), or undefined. */
-  gone(): GrpcStatus | undefined;
+  gone(): Failure | undefined;
 }
 
 /**
@@ -145,18 +148,18 @@ export interface SnapshotsService {
   unary(
     method: UnaryMethod,
     request: unknown,
-    gone: () => GrpcStatus | undefined,
+    gone: () => Failure | undefined,
   ): Promise<UnaryResult>;
   /** Runs List, streaming batches to `sink`; resolves with the final status. */
   list(request: unknown, sink: ListSink): Promise<{ code: GrpcStatus; details: string }>;
 }
 
 /** The status of a call nobody waits for any more. */
-function stopped(code: GrpcStatus): { code: GrpcStatus.CANCELLED; details: string } {
+function stopped(code: Failure): { code: Failure; details: string } {
   const details = code === GrpcStatus.DEADLINE_EXCEEDED
     ? "deadline exceeded"
     : "cancelled by the client";
-  return { code, details } as { code: GrpcStatus.CANCELLED; details: string };
+  return { code, details };
 }
 
 /** Builds the transport-independent service. */

@@ -17,7 +17,7 @@ import {
   parseTimeout,
   readMessages,
 } from "./grpc_wire.ts";
-import type { SnapshotsService, UnaryMethod } from "./handlers.ts";
+import type { Failure, SnapshotsService, UnaryMethod } from "./handlers.ts";
 import { H2ServerConnection, type H2ServerStream } from "./h2/connection.ts";
 import { ErrorCode } from "./h2/frames.ts";
 import type { HeaderField } from "./h2/hpack.ts";
@@ -94,16 +94,16 @@ class Call {
   #headersSent = false;
   #timer?: ReturnType<typeof setTimeout>;
   answered = false;
-  #endedWith: number = Code.OK;
+  #endedWith: Failure | typeof Code.OK = Code.OK;
 
   constructor(stream: H2ServerStream) {
     this.#stream = stream;
   }
 
   /** Why nobody waits for an answer any more (the status it ended with), or undefined. */
-  gone(): number | undefined {
+  gone(): Failure | undefined {
     if (this.#stream.cancelled) return Code.CANCELLED;
-    return this.answered ? this.#endedWith : undefined;
+    return this.answered && this.#endedWith !== Code.OK ? this.#endedWith : undefined;
   }
 
   deadline(ms: number): void {
