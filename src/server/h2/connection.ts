@@ -449,15 +449,16 @@ export class H2ServerConnection {
           return;
         }
         const last = item.offset + n === item.bytes.length;
-        const frame = new Uint8Array(FRAME_HEADER_BYTES + n);
-        writeFrameHeader(frame, 0, {
+        const header = new Uint8Array(FRAME_HEADER_BYTES);
+        writeFrameHeader(header, 0, {
           length: n,
           type: FrameType.DATA,
           flags: last && item.end ? Flag.END_STREAM : 0,
           streamId: stream.id,
         });
-        frame.set(item.bytes.subarray(item.offset, item.offset + n), FRAME_HEADER_BYTES);
-        this.#emit(frame);
+        // header and payload are queued apart: the write loop copies both into its one buffer
+        this.#emit(header);
+        this.#emit(item.bytes.subarray(item.offset, item.offset + n));
         item.offset += n;
         stream.sendWindow -= n;
         this.#connSendWindow -= n;
