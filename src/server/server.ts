@@ -14,7 +14,12 @@
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshotter } from "../types.ts";
-import { createHandlers, createService, DEFAULT_LIST_BATCH } from "./handlers.ts";
+import {
+  createHandlers,
+  createService,
+  DEFAULT_LIST_BATCH,
+  type HandlerOptions,
+} from "./handlers.ts";
 import { type NativeServer, serveNative } from "./native_server.ts";
 import { loadSnapshotsProto } from "./proto.ts";
 import {
@@ -80,39 +85,30 @@ function bind(server: Server, path: string): Promise<void> {
 
 /** A listening transport, reduced to what shutdown needs. */
 interface Listening {
-  /** Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. */
-  drain(timeoutMs: number): Promise<void>;
+  /**
+   * Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. Resolves
+   * true when everything finished in time.
+   */
+  drain(timeoutMs: number): Promise<boolean>;
   /** Stops at once. */
   force(): void;
 }
 
-async function listenGrpcJs(
-  path: string,
-  options: ServerOptions,
-  logger: Logger,
-): Promise<Listening> {
+async function listenGrpcJs(path: string, handlers: HandlerOptions): Promise<Listening> {
   const proto = loadSnapshotsProto();
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   });
-  server.addService(
-    proto.service,
-    createHandlers({
-      snapshotter: options.snapshotter,
-      logger,
-      listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
-      listBatchBytes: options.listBatchBytes,
-    }),
-  );
+  server.addService(proto.service, createHandlers(handlers));
   await bind(server, path);
   return {
-    drain: (timeoutMs) => drain(server, timeoutMs, logger),
+    drain: (timeoutMs) => drain(server, timeoutMs),
     force: () => server.forceShutdown(),
   };
 }
 
-function listenNative(path: string, options: ServerOptions, logger: Logger): Listening {
+function listenNative(path: string, handlers: HandlerOptions): Listening {
   let listener: Deno.Listener;
   try {
     listener = Deno.listen({ transport: "unix", path });
@@ -122,41 +118,27 @@ function listenNative(path: string, options: ServerOptions, logger: Logger): Lis
     });
   }
   const server: NativeServer = serveNative(listener, {
-    service: createService({
-      snapshotter: options.snapshotter,
-      logger,
-      listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
-      listBatchBytes: options.listBatchBytes,
-    }),
+    service: createService(handlers),
     proto: loadSnapshotsProto(),
-    logger,
+    logger: handlers.logger,
     maxMessageBytes: MAX_MESSAGE_BYTES,
   });
   return {
-    drain: async (timeoutMs) => {
-      if (!(await server.shutdown(timeoutMs))) {
-        logger.warn("shutdown: in-flight calls did not finish in time, cancelling them", {
-          timeout_ms: timeoutMs,
-        });
-      }
-    },
+    drain: (timeoutMs) => server.shutdown(timeoutMs),
     force: () => server.forceShutdown(),
   };
 }
 
 /** Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. */
-function drain(server: Server, timeoutMs: number, logger: Logger): Promise<void> {
+function drain(server: Server, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
-      logger.warn("shutdown: in-flight calls did not finish in time, cancelling them", {
-        timeout_ms: timeoutMs,
-      });
       server.forceShutdown();
-      resolve();
+      resolve(false);
     }, timeoutMs);
     server.tryShutdown(() => {
       clearTimeout(timer);
-      resolve();
+      resolve(true);
     });
   });
 }
@@ -169,9 +151,15 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   if (replacedStaleSocket) logger.info("replaced stale socket", { socket: path });
 
   const transport = options.transport ?? "native";
+  const handlers: HandlerOptions = {
+    snapshotter: options.snapshotter,
+    logger,
+    listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
+    listBatchBytes: options.listBatchBytes,
+  };
   const server = transport === "native"
-    ? listenNative(path, options, logger)
-    : await listenGrpcJs(path, options, logger);
+    ? listenNative(path, handlers)
+    : await listenGrpcJs(path, handlers);
   let identity: SocketIdentity;
   try {
     identity = await finishSocket(path);
@@ -190,7 +178,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     closing ??= (async () => {
       logger.info("shutting down", { socket: path });
       try {
-        await server.drain(timeoutMs);
+        if (!(await server.drain(timeoutMs))) {
+          logger.warn("shutdown: in-flight calls did not finish in time, cancelling them", {
+            timeout_ms: timeoutMs,
+          });
+        }
         await options.snapshotter.close();
       } finally {
         await removeSocket(path, identity);
