@@ -24,7 +24,7 @@ async function unmountUnder(dir: string): Promise<void> {
   }
 }
 
-/** pid and process group of a process, from /proc/<pid>/stat; undefined once it is gone or a zombie. */
+/** The process group of a process, from /proc/<pid>/stat; undefined once it is gone or a zombie. */
 async function procStat(pid: number): Promise<{ pgrp: number } | undefined> {
   const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // state ppid pgrp …
