@@ -45,6 +45,7 @@ import {
   HpackDecoder,
   HpackError,
 } from "./hpack.ts";
+import { malformedRequest, malformedTrailers } from "./request_headers.ts";
 
 /**
  * Answers the peer made us queue (PING and SETTINGS ACKs, RST_STREAMs) past which we stop
@@ -99,6 +100,8 @@ export class H2ServerStream {
   #body: Uint8Array[] = [];
   #bodyBytes = 0;
   #conn: H2ServerConnection;
+  /** @internal Body bytes received, counted even past `maxBodyBytes`. */
+  received = 0;
   #onCancel: (() => void)[] = [];
   /** @internal */ sendWindow: number;
   /** @internal */ recvWindow: number;
@@ -141,6 +144,7 @@ export class H2ServerStream {
 
   /** @internal */
   appendBody(chunk: Uint8Array, limit: number): void {
+    this.received += chunk.length;
     if (this.bodyTooLarge || chunk.length === 0) return;
     if (this.#bodyBytes + chunk.length > limit) {
       this.bodyTooLarge = true;
@@ -634,7 +638,7 @@ export class H2ServerConnection {
     const existing = this.#streams.get(id);
     if (existing) {
       // trailers: only as the end of the request
-      if (existing.remoteClosed || !end) {
+      if (existing.remoteClosed || !end || malformedTrailers(headers)) {
         this.resetStream(existing, ErrorCode.PROTOCOL_ERROR);
         return;
       }
@@ -642,6 +646,11 @@ export class H2ServerConnection {
     }
     this.#checkNewStreamId(id);
     this.#lastPeerStream = id;
+    if (malformedRequest(headers)) {
+      // a stream error (RFC 9113 §8.1.1): this request only, the connection carries on
+      this.#emitControl(encodeRstStream(id, ErrorCode.PROTOCOL_ERROR));
+      return;
+    }
     if (this.#goingAway || this.#streams.size >= this.#maxConcurrent) {
       this.#emitControl(encodeRstStream(id, ErrorCode.REFUSED_STREAM));
       return;
@@ -674,6 +683,11 @@ export class H2ServerConnection {
   }
 
   #remoteEnd(stream: H2ServerStream): void {
+    const declared = stream.header("content-length");
+    if (declared !== undefined && Number(declared) !== stream.received) {
+      // a body that is not what content-length said is malformed too (RFC 9113 §8.1.1)
+      return this.resetStream(stream, ErrorCode.PROTOCOL_ERROR);
+    }
     stream.remoteClosed = true;
     this.#options.onRequest(stream);
   }

@@ -573,6 +573,58 @@ Deno.test("connection: trailers from the client end the request; HEADERS mid-bod
   await echo(c, 5, pattern(3));
 });
 
+Deno.test("connection: a malformed request is reset with PROTOCOL_ERROR; the connection carries on", async () => {
+  await using s = await server();
+  await using c = await ready(s);
+  const good = req("/echo");
+  const malformed: HeaderField[][] = [
+    [...good, ["X-Upper", "1"]],
+    [...good.filter(([n]) => n !== ":path")],
+    [...good.filter(([n]) => n !== ":method")],
+    [["x-first", "1"], ...good],
+    [...good, [":status", "200"]],
+    [...good, ["connection", "keep-alive"]],
+    [...good, ["te", "gzip"]],
+    [...good, ["x-bad", "a\nb"]],
+  ];
+  let id = 1;
+  for (const fields of malformed) {
+    await c.send(headersFrame(id, fields, true));
+    assert.equal((await c.response(id)).rst, E.PROTOCOL_ERROR, JSON.stringify(fields));
+    id += 2;
+  }
+  // its DATA, arriving after the reset, is ignored like any closed stream's
+  await c.send(
+    headersFrame(id, [...good, ["x-upper", "1"], ["X", "2"]]),
+    dataFrame(id, pattern(4)),
+  );
+  assert.equal((await c.response(id)).rst, E.PROTOCOL_ERROR);
+  await echo(c, id + 2, pattern(3));
+  assert.equal(s.requests.length, 1, "the application saw only the good request");
+  assert.equal(c.goaways().length, 0);
+});
+
+Deno.test("connection: content-length must match the body; trailers may not hold pseudo-headers", async () => {
+  await using s = await server();
+  await using c = await ready(s);
+  await c.send(headersFrame(1, [...req("/echo"), ["content-length", "5"]]));
+  await c.sendBody(1, pattern(4), { end: true });
+  assert.equal((await c.response(1)).rst, E.PROTOCOL_ERROR);
+  await c.send(headersFrame(3, [...req("/echo"), ["content-length", "4"]]));
+  await c.sendBody(3, pattern(4), { end: true });
+  assert.deepEqual((await c.response(3)).data, pattern(4));
+  await c.send(headersFrame(5, [...req("/echo"), ["content-length", "-1"]], true));
+  assert.equal((await c.response(5)).rst, E.PROTOCOL_ERROR);
+  await c.send(
+    headersFrame(7, req("/echo")),
+    dataFrame(7, pattern(2)),
+    headersFrame(7, [[":path", "/other"]], true),
+  );
+  assert.equal((await c.response(7)).rst, E.PROTOCOL_ERROR);
+  assert.equal(s.requests.length, 1);
+  assert.equal(c.goaways().length, 0);
+});
+
 Deno.test("connection: the HPACK dynamic table is shared across streams", async () => {
   await using s = await server();
   await using c = await ready(s);
