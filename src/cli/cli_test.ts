@@ -198,6 +198,56 @@ Deno.test("serve runs the factory's snapshotter on the socket until stopped", as
   });
 });
 
+Deno.test("serve: a stop signal while the snapshotter opens ends the start cleanly, never by the default action", async () => {
+  await withDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const s = memorySnapshotter();
+    const opening = Promise.withResolvers<Snapshotter>();
+    const logs: string[] = [];
+    let listening = false;
+    // SIGUSR2's default action ends the process: without a handler in place, so would this test
+    const serving = run(["serve", "--pool-name", "p", "--address", socket], {
+      signals: ["SIGUSR2"],
+      logWrite: (line) => logs.push(line),
+      openSnapshotter: () => {
+        Deno.kill(Deno.pid, "SIGUSR2");
+        return opening.promise;
+      },
+      onListening: () => (listening = true),
+    });
+    const deadline = Date.now() + 5000;
+    while (!logs.some((l) => l.includes("signal received")) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.ok(logs.some((l) => l.includes("signal received")), logs.join(""));
+    opening.resolve(s);
+    const r = await serving;
+    assert.equal(r.code, 0, r.err);
+    assert.equal(listening, false, "never served");
+    assert.equal(s.isClosed(), true, "the snapshotter was closed");
+    await assert.rejects(Deno.lstat(socket), Deno.errors.NotFound);
+    assert.ok(logs.some((l) => l.includes("stopped before serving")), logs.join(""));
+  });
+});
+
+Deno.test("serve: a stop requested before the socket listens closes the server at once", async () => {
+  await withDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    const s = memorySnapshotter();
+    const stop = new AbortController();
+    const r = await run(["serve", "--pool-name", "p", "--address", socket], {
+      stop: stop.signal,
+      openSnapshotter: () => {
+        stop.abort();
+        return Promise.resolve(s as Snapshotter);
+      },
+    });
+    assert.equal(r.code, 0, r.err);
+    assert.equal(s.isClosed(), true);
+    await assert.rejects(Deno.lstat(socket), Deno.errors.NotFound);
+  });
+});
+
 Deno.test("serve: a failing factory or a live socket exits 1 with the reason", async () => {
   await withDir(async (dir) => {
     const socket = `${dir}/s.sock`;

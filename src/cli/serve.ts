@@ -34,55 +34,38 @@ export interface ServeOptions {
 /**
  * Serves until a stop signal, then drains, closes the snapshotter and removes the socket.
  * Resolves after the shutdown; rejects if the service cannot start (nothing is left behind).
+ *
+ * Stop signals are handled from the first moment: one that arrives while the snapshotter opens
+ * (reconciliation with the pool can take a while) ends the start at the next safe point instead
+ * of killing the process with the signal's default action halfway through.
  */
 export async function serve(options: ServeOptions): Promise<void> {
   const { config, logger } = options;
-  // refuse a live socket before touching the pool: a second instance must not reconcile
-  await prepareSocketPath(config.address);
-  const snapshotter = await options.openSnapshotter(config, logger);
-  let server: RunningServer;
-  try {
-    server = await startServer({
-      address: config.address,
-      snapshotter,
-      logger: logger.with({ component: "grpc" }),
-      shutdownTimeoutMs: options.shutdownTimeoutMs,
-      transport: config.grpcTransport,
-    });
-  } catch (err) {
-    await snapshotter.close().catch((e) =>
-      logger.error("cannot close snapshotter", { error: errorMessage(e) })
-    );
-    throw err;
-  }
-
-  const signals = options.signals ?? ["SIGTERM", "SIGINT"];
   let stopping = false;
+  let server: RunningServer | undefined;
   let shutdownError: unknown;
   const shutdown = () => {
-    server.close().catch((e) => {
+    server?.close().catch((e) => {
       shutdownError = e;
       logger.error("shutdown failed", { error: errorMessage(e) });
     });
+  };
+  const requestStop = () => {
+    stopping = true;
+    shutdown();
   };
   const onSignal = (signal: Deno.Signal) => () => {
     if (stopping) {
       logger.warn("second signal: exiting without waiting", { signal });
       Deno.exit(130);
     }
-    stopping = true;
     logger.info("signal received, shutting down", { signal });
-    shutdown();
+    requestStop();
   };
-  const handlers = signals.map((s) => [s, onSignal(s)] as const);
+  const handlers = (options.signals ?? ["SIGTERM", "SIGINT"]).map((s) => [s, onSignal(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
-
-  const onStop = () => {
-    stopping = true;
-    shutdown();
-  };
-  if (options.stop?.aborted) onStop();
-  else options.stop?.addEventListener("abort", onStop, { once: true });
+  if (options.stop?.aborted) stopping = true;
+  else options.stop?.addEventListener("abort", requestStop, { once: true });
 
   // a stray rejection or exception must not take the service down
   const onRejection = (e: PromiseRejectionEvent) => {
@@ -96,14 +79,38 @@ export async function serve(options: ServeOptions): Promise<void> {
   globalThis.addEventListener("unhandledrejection", onRejection);
   globalThis.addEventListener("error", onError);
 
-  options.onListening?.(server);
   try {
+    // refuse a live socket before touching the pool: a second instance must not reconcile
+    await prepareSocketPath(config.address);
+    const snapshotter = await options.openSnapshotter(config, logger);
+    const closeSnapshotter = () =>
+      snapshotter.close().catch((e) =>
+        logger.error("cannot close snapshotter", { error: errorMessage(e) })
+      );
+    if (stopping) {
+      logger.info("stopped before serving");
+      return await closeSnapshotter();
+    }
+    try {
+      server = await startServer({
+        address: config.address,
+        snapshotter,
+        logger: logger.with({ component: "grpc" }),
+        shutdownTimeoutMs: options.shutdownTimeoutMs,
+        transport: config.grpcTransport,
+      });
+    } catch (err) {
+      await closeSnapshotter();
+      throw err;
+    }
+    if (stopping) shutdown();
+    else options.onListening?.(server);
     await server.closed;
     await server.close().catch(() => {}); // settle shutdownError
     if (shutdownError !== undefined) throw shutdownError;
   } finally {
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-    options.stop?.removeEventListener("abort", onStop);
+    options.stop?.removeEventListener("abort", requestStop);
     globalThis.removeEventListener("unhandledrejection", onRejection);
     globalThis.removeEventListener("error", onError);
   }
