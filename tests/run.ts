@@ -1,7 +1,8 @@
 /**
- * `deno task test`: type-checks everything, runs the unit tests on the host, then boots the
- * user-mode Linux kernel once and runs the kernel and end-to-end tests inside it. Prints one
- * summary that counts both, ending in a line `N passed, N failed`.
+ * `deno task test`: type-checks everything, runs the unit tests on the host, builds containerd's
+ * snapshotter conformance suite (Go), then boots the user-mode Linux kernel once and runs the
+ * kernel and end-to-end tests inside it. Prints one summary that counts both, ending in a line
+ * `N passed, N failed`.
  *
  * Flags: `--unit-only`, `--kernel-only`, `--filter <text>` (passed to `deno test`),
  * `--timeout-min <n>` (kernel run limit, default 25).
@@ -9,6 +10,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { buildConformance } from "./conformance/build.ts";
 import { REPO_ROOT, runInKernel } from "./uml/launcher.ts";
 
 interface Tally {
@@ -123,6 +125,14 @@ if (!values["kernel-only"]) {
   tallies.unit = await runUnit();
 }
 if (!values["unit-only"]) {
+  // containerd's conformance suite is Go, compiled here: the test kernel would take minutes
+  console.log("== build containerd's snapshotter conformance suite (go, host)");
+  try {
+    await buildConformance();
+  } catch (err) {
+    console.error((err as Error).message);
+    ok = false; // its kernel tests fail too, naming the missing binary
+  }
   tallies.kernel = await runKernel();
 }
 
