@@ -47,7 +47,13 @@ export async function buildConformance(): Promise<void> {
       out = await new Deno.Command("go", {
         args: ["test", "-c", "-o", output, pkg],
         cwd: REPO_ROOT,
-        env: { GO111MODULE: "off", GOPATH, GOFLAGS: "", CGO_ENABLED: "1" },
+        env: {
+          GO111MODULE: "off",
+          GOPATH,
+          GOFLAGS: "",
+          // the build cache stays with the checkout: a fresh CI machine may have no $HOME
+          GOCACHE: Deno.env.get("GOCACHE") ?? join(REPO_ROOT, ".work", "go-cache"),
+        },
         stdout: "piped",
         stderr: "piped",
       }).output();
