@@ -1,22 +1,14 @@
 /**
  * The RPC handlers: validate the request, call the snapshotter, convert the result, map any
  * error through `status.ts`. {@linkcode createService} does that independently of any gRPC
- * library (the native HTTP/2 server uses it); {@linkcode createHandlers} adapts it to
- * `@grpc/grpc-js`. Every call catches everything, so no rejection escapes into the transport
+ * library (the native HTTP/2 server uses it); `grpc_js.ts` adapts it to `@grpc/grpc-js`.
+ * Every call catches everything, so no rejection escapes into the transport
  * or the process; a client that cancels or disconnects only stops its own call.
  *
  * @module
  */
-import {
-  type handleServerStreamingCall,
-  type handleUnaryCall,
-  type ServerErrorResponse,
-  type ServerUnaryCall,
-  type ServerWritableStream,
-  status as GrpcStatus,
-  type UntypedServiceImplementation,
-} from "@grpc/grpc-js";
 import type { Logger } from "../log.ts";
+import { Code } from "./codes.ts";
 import type { Info, Snapshotter } from "../types.ts";
 import { infoToWire, mountToWire, usageToWire } from "./convert.ts";
 import type {
@@ -47,7 +39,7 @@ export const DEFAULT_LIST_BATCH = 100;
 /** A List message is also cut when its Infos reach this many bytes (the limit is 16 MiB). */
 export const MAX_LIST_BATCH_BYTES = 4 * 1024 * 1024;
 
-/** Options for {@linkcode createHandlers}. */
+/** Options for {@linkcode createService}. */
 export interface HandlerOptions {
   snapshotter: Snapshotter;
   logger: Logger;
@@ -94,12 +86,8 @@ function requestKey(method: MethodName, request: unknown): string {
   return typeof r.key === "string" ? r.key : "";
 }
 
-function errorResponse(code: GrpcStatus, details: string): ServerErrorResponse {
-  return Object.assign(new Error(details), { code, details });
-}
-
 /** Records one finished RPC. */
-type Finish = (code: GrpcStatus, err?: unknown) => void;
+type Finish = (code: Code, err?: unknown) => void;
 
 function startLog(logger: Logger, method: MethodName, key: string): Finish {
   if (!logger.enabled("debug") && !logger.enabled("warn")) return () => {};
@@ -108,12 +96,12 @@ function startLog(logger: Logger, method: MethodName, key: string): Finish {
     const fields = {
       method,
       key: key || undefined,
-      code: GrpcStatus[code] ?? code,
+      code: Code[code] ?? code,
       duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
       error: err === undefined ? undefined : err,
     };
     logger.debug("rpc", fields);
-    if (code === GrpcStatus.UNKNOWN) logger.warn("rpc failed unexpectedly", fields);
+    if (code === Code.UNKNOWN) logger.warn("rpc failed unexpectedly", fields);
   };
 }
 
@@ -122,11 +110,11 @@ export type UnaryMethod = Exclude<MethodName, "List">;
 
 /** What a unary call came to: a response (code OK) or a status. */
 export type UnaryResult =
-  | { code: GrpcStatus.OK; response: object }
+  | { code: Code.OK; response: object }
   | { code: Failure; details: string };
 
 /** A status other than OK. */
-export type Failure = Exclude<GrpcStatus, GrpcStatus.OK>;
+export type Failure = Exclude<Code, Code.OK>;
 
 /** Where a List call sends its messages. */
 export interface ListSink {
@@ -151,14 +139,12 @@ export interface SnapshotsService {
     gone: () => Failure | undefined,
   ): Promise<UnaryResult>;
   /** Runs List, streaming batches to `sink`; resolves with the final status. */
-  list(request: unknown, sink: ListSink): Promise<{ code: GrpcStatus; details: string }>;
+  list(request: unknown, sink: ListSink): Promise<{ code: Code; details: string }>;
 }
 
 /** The status of a call nobody waits for any more. */
 function stopped(code: Failure): { code: Failure; details: string } {
-  const details = code === GrpcStatus.DEADLINE_EXCEEDED
-    ? "deadline exceeded"
-    : "cancelled by the client";
+  const details = code === Code.DEADLINE_EXCEEDED ? "deadline exceeded" : "cancelled by the client";
   return { code, details };
 }
 
@@ -221,8 +207,8 @@ export function createService(options: HandlerOptions): SnapshotsService {
           finish(why);
           return stopped(why);
         }
-        finish(GrpcStatus.OK);
-        return { code: GrpcStatus.OK, response };
+        finish(Code.OK);
+        return { code: Code.OK, response };
       } catch (err) {
         const st = toRpcStatus(err, { method, key });
         const why = gone();
@@ -248,8 +234,8 @@ export function createService(options: HandlerOptions): SnapshotsService {
           finish(why);
           return stopped(why);
         }
-        finish(GrpcStatus.OK);
-        return { code: GrpcStatus.OK, details: "" };
+        finish(Code.OK);
+        return { code: Code.OK, details: "" };
       } catch (err) {
         const st = toRpcStatus(err, { method: "List" });
         finish(sink.gone() ?? st.code, err);
@@ -257,74 +243,4 @@ export function createService(options: HandlerOptions): SnapshotsService {
       }
     },
   };
-}
-
-/** Resolves when the stream can take more data, or has been cancelled/closed. */
-function waitWritable(call: ServerWritableStream<unknown, unknown>): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      call.off("drain", done);
-      call.off("close", done);
-      call.off("error", done);
-      call.off("cancelled", done);
-      resolve();
-    };
-    call.on("drain", done);
-    call.on("close", done);
-    call.on("error", done);
-    call.on("cancelled", done);
-  });
-}
-
-/** A unary method for grpc-js. */
-function unary(service: SnapshotsService, method: UnaryMethod, logger: Logger): handleUnaryCall<
-  unknown,
-  object
-> {
-  return (call: ServerUnaryCall<unknown, object>, callback) => {
-    service.unary(method, call.request, () => call.cancelled ? GrpcStatus.CANCELLED : undefined)
-      .then((result) => {
-        if (call.cancelled) return;
-        if (result.code === GrpcStatus.OK) callback(null, result.response);
-        else callback(errorResponse(result.code, result.details));
-      }).catch((err) => logger.error("cannot answer rpc", { method, error: err }));
-  };
-}
-
-/** List for grpc-js. */
-function listHandler(
-  service: SnapshotsService,
-  logger: Logger,
-): handleServerStreamingCall<WireListRequest, WireListResponse> {
-  return (call) => {
-    const stream = call as ServerWritableStream<unknown, unknown>;
-    service.list(call.request, {
-      write: (message) => call.write(message) ? Promise.resolve() : waitWritable(stream),
-      gone: () => call.cancelled ? GrpcStatus.CANCELLED : undefined,
-    }).then((st) => {
-      if (call.cancelled) return;
-      if (st.code === GrpcStatus.OK) call.end();
-      else call.emit("error", errorResponse(st.code, st.details));
-    }).catch((err) => logger.error("cannot answer rpc", { method: "List", error: err }));
-  };
-}
-
-/** Builds the service implementation for `@grpc/grpc-js`'s `Server.addService`. */
-export function createHandlers(options: HandlerOptions): UntypedServiceImplementation {
-  const service = createService(options);
-  const { logger } = options;
-  const handlers: UntypedServiceImplementation = { List: listHandler(service, logger) };
-  const methods: UnaryMethod[] = [
-    "Prepare",
-    "View",
-    "Mounts",
-    "Commit",
-    "Remove",
-    "Stat",
-    "Update",
-    "Usage",
-    "Cleanup",
-  ];
-  for (const method of methods) handlers[method] = unary(service, method, logger);
-  return handlers;
 }

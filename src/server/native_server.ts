@@ -10,6 +10,7 @@
  * @module
  */
 import type { Logger } from "../log.ts";
+import { Code } from "./codes.ts";
 import {
   encodeGrpcMessage,
   frameMessage,
@@ -28,16 +29,6 @@ import {
   SNAPSHOTS_SERVICE,
   type SnapshotsProto,
 } from "./proto.ts";
-
-/** gRPC status codes used here (the numbers are the protocol's). */
-const Code = {
-  OK: 0,
-  CANCELLED: 1,
-  DEADLINE_EXCEEDED: 4,
-  RESOURCE_EXHAUSTED: 8,
-  UNIMPLEMENTED: 12,
-  INTERNAL: 13,
-} as const;
 
 /** The longest delay setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;

@@ -11,15 +11,9 @@
  *
  * @module
  */
-import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { type Logger, silentLogger } from "../log.ts";
 import type { Snapshotter } from "../types.ts";
-import {
-  createHandlers,
-  createService,
-  DEFAULT_LIST_BATCH,
-  type HandlerOptions,
-} from "./handlers.ts";
+import { createService, DEFAULT_LIST_BATCH, type HandlerOptions } from "./handlers.ts";
 import { type NativeServer, serveNative } from "./native_server.ts";
 import { loadSnapshotsProto } from "./proto.ts";
 import {
@@ -73,18 +67,8 @@ export interface RunningServer {
   readonly closed: Promise<void>;
 }
 
-function bind(server: Server, path: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(`unix://${path}`, ServerCredentials.createInsecure(), (err) => {
-      if (err) {
-        reject(new SocketError(`Cannot listen on "${path}": ${err.message}`, { cause: err }));
-      } else resolve();
-    });
-  });
-}
-
 /** A listening transport, reduced to what shutdown needs. */
-interface Listening {
+export interface Listening {
   /**
    * Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. Resolves
    * true when everything finished in time.
@@ -92,20 +76,6 @@ interface Listening {
   drain(timeoutMs: number): Promise<boolean>;
   /** Stops at once. */
   force(): void;
-}
-
-async function listenGrpcJs(path: string, handlers: HandlerOptions): Promise<Listening> {
-  const proto = loadSnapshotsProto();
-  const server = new Server({
-    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
-    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
-  });
-  server.addService(proto.service, createHandlers(handlers));
-  await bind(server, path);
-  return {
-    drain: (timeoutMs) => drain(server, timeoutMs),
-    force: () => server.forceShutdown(),
-  };
 }
 
 function listenNative(path: string, handlers: HandlerOptions): Listening {
@@ -129,20 +99,6 @@ function listenNative(path: string, handlers: HandlerOptions): Listening {
   };
 }
 
-/** Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. */
-function drain(server: Server, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve(false);
-    }, timeoutMs);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
-}
-
 /** Starts serving `snapshotter` on the unix socket `address`. */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   const logger = options.logger ?? silentLogger();
@@ -159,7 +115,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   };
   const server = transport === "native"
     ? listenNative(path, handlers)
-    : await listenGrpcJs(path, handlers);
+    // loaded only when chosen: @grpc/grpc-js costs the native transport's start ~0.25 s in the
+    // test kernel, and memory
+    : await (await import("./grpc_js.ts")).listenGrpcJs(path, handlers);
   let identity: SocketIdentity;
   try {
     identity = await finishSocket(path);

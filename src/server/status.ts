@@ -7,27 +7,27 @@
  *
  * @module
  */
-import { status as GrpcStatus } from "@grpc/grpc-js";
 import { type ErrorKind, errorKind, errorMessage, KIND_TEXT } from "../errors.ts";
+import { Code } from "./codes.ts";
 
 /** gRPC status codes by error class. */
-export const GRPC_CODE: Readonly<Record<ErrorKind, GrpcStatus>> = {
-  invalid_argument: GrpcStatus.INVALID_ARGUMENT,
-  not_found: GrpcStatus.NOT_FOUND,
-  already_exists: GrpcStatus.ALREADY_EXISTS,
-  failed_precondition: GrpcStatus.FAILED_PRECONDITION,
-  unavailable: GrpcStatus.UNAVAILABLE,
-  not_implemented: GrpcStatus.UNIMPLEMENTED,
+export const GRPC_CODE: Readonly<Record<ErrorKind, Code>> = {
+  invalid_argument: Code.INVALID_ARGUMENT,
+  not_found: Code.NOT_FOUND,
+  already_exists: Code.ALREADY_EXISTS,
+  failed_precondition: Code.FAILED_PRECONDITION,
+  unavailable: Code.UNAVAILABLE,
+  not_implemented: Code.UNIMPLEMENTED,
   // containerd ≥ 1.7 maps 8 back to ErrResourceExhausted; 1.6 shows it as unknown either way.
-  resource_exhausted: GrpcStatus.RESOURCE_EXHAUSTED,
-  canceled: GrpcStatus.CANCELLED,
-  deadline_exceeded: GrpcStatus.DEADLINE_EXCEEDED,
-  unknown: GrpcStatus.UNKNOWN,
+  resource_exhausted: Code.RESOURCE_EXHAUSTED,
+  canceled: Code.CANCELLED,
+  deadline_exceeded: Code.DEADLINE_EXCEEDED,
+  unknown: Code.UNKNOWN,
 };
 
 /** A gRPC status as sent to the client. */
 export interface RpcStatus {
-  code: GrpcStatus;
+  code: Code;
   /** Sent as `grpc-message`. */
   details: string;
 }

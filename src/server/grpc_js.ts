@@ -1,0 +1,142 @@
+/**
+ * The `grpc-js` transport: the transport-independent service (`handlers.ts`) adapted to
+ * `@grpc/grpc-js` over `node:http2`. `server.ts` imports this module only when
+ * `grpc_transport = "grpc-js"`.
+ *
+ * @module
+ */
+import {
+  type handleServerStreamingCall,
+  type handleUnaryCall,
+  Server,
+  ServerCredentials,
+  type ServerErrorResponse,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type status as GrpcStatus,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import type { Logger } from "../log.ts";
+import { Code } from "./codes.ts";
+import {
+  createService,
+  type HandlerOptions,
+  type SnapshotsService,
+  type UnaryMethod,
+} from "./handlers.ts";
+import { loadSnapshotsProto, type WireListRequest, type WireListResponse } from "./proto.ts";
+import { type Listening, MAX_MESSAGE_BYTES } from "./server.ts";
+import { SocketError } from "./socket.ts";
+
+/** Serves `handlers` with `@grpc/grpc-js` on the unix socket `path`. */
+export async function listenGrpcJs(path: string, handlers: HandlerOptions): Promise<Listening> {
+  const proto = loadSnapshotsProto();
+  const server = new Server({
+    "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+    "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+  });
+  server.addService(proto.service, createHandlers(handlers));
+  await bind(server, path);
+  return {
+    drain: (timeoutMs) => drain(server, timeoutMs),
+    force: () => server.forceShutdown(),
+  };
+}
+
+function bind(server: Server, path: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.bindAsync(`unix://${path}`, ServerCredentials.createInsecure(), (err) => {
+      if (err) {
+        reject(new SocketError(`Cannot listen on "${path}": ${err.message}`, { cause: err }));
+      } else resolve();
+    });
+  });
+}
+
+/** Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. */
+function drain(server: Server, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve(false);
+    }, timeoutMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+function errorResponse(code: Code, details: string): ServerErrorResponse {
+  return Object.assign(new Error(details), { code: code as number as GrpcStatus, details });
+}
+
+/** Resolves when the stream can take more data, or has been cancelled/closed. */
+function waitWritable(call: ServerWritableStream<unknown, unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      call.off("drain", done);
+      call.off("close", done);
+      call.off("error", done);
+      call.off("cancelled", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("close", done);
+    call.on("error", done);
+    call.on("cancelled", done);
+  });
+}
+
+/** A unary method for grpc-js. */
+function unary(service: SnapshotsService, method: UnaryMethod, logger: Logger): handleUnaryCall<
+  unknown,
+  object
+> {
+  return (call: ServerUnaryCall<unknown, object>, callback) => {
+    service.unary(method, call.request, () => call.cancelled ? Code.CANCELLED : undefined)
+      .then((result) => {
+        if (call.cancelled) return;
+        if (result.code === Code.OK) callback(null, result.response);
+        else callback(errorResponse(result.code, result.details));
+      }).catch((err) => logger.error("cannot answer rpc", { method, error: err }));
+  };
+}
+
+/** List for grpc-js. */
+function listHandler(
+  service: SnapshotsService,
+  logger: Logger,
+): handleServerStreamingCall<WireListRequest, WireListResponse> {
+  return (call) => {
+    const stream = call as ServerWritableStream<unknown, unknown>;
+    service.list(call.request, {
+      write: (message) => call.write(message) ? Promise.resolve() : waitWritable(stream),
+      gone: () => call.cancelled ? Code.CANCELLED : undefined,
+    }).then((st) => {
+      if (call.cancelled) return;
+      if (st.code === Code.OK) call.end();
+      else call.emit("error", errorResponse(st.code, st.details));
+    }).catch((err) => logger.error("cannot answer rpc", { method: "List", error: err }));
+  };
+}
+
+/** Builds the service implementation for `@grpc/grpc-js`'s `Server.addService`. */
+export function createHandlers(options: HandlerOptions): UntypedServiceImplementation {
+  const service = createService(options);
+  const { logger } = options;
+  const handlers: UntypedServiceImplementation = { List: listHandler(service, logger) };
+  const methods: UnaryMethod[] = [
+    "Prepare",
+    "View",
+    "Mounts",
+    "Commit",
+    "Remove",
+    "Stat",
+    "Update",
+    "Usage",
+    "Cleanup",
+  ];
+  for (const method of methods) handlers[method] = unary(service, method, logger);
+  return handlers;
+}
