@@ -18,7 +18,13 @@ Deno.test("e2e: containerd's built-in devmapper snapshotter runs the parity scen
       ...env.contexts[BUILTIN_SNAPSHOTTER],
       image,
     });
-    console.log(JSON.stringify({ thinDevices: outcome.thinDevices, ms: outcome.timingsMs }));
+    console.log(
+      JSON.stringify({
+        thinDevices: outcome.thinDevices,
+        ms: outcome.timingsMs,
+        ioRetries: outcome.ioRetries,
+      }),
+    );
     assertScenarioOutcome(outcome, image);
     // The built-in snapshotter keeps no device of its own: the pool ends empty.
     assert.equal(outcome.idleThinDevices, 0);

@@ -143,6 +143,7 @@ Deno.test("e2e harness: parity view ignores timings, name and idle devices only"
     probeAfterRestart: {},
     writerAfterRestart: "w",
     snapshotsAfterCleanup: [],
+    ioRetries: [],
     thinDevices: {
       afterImport: 3,
       withWriter: 4,

@@ -34,7 +34,13 @@ Deno.test("e2e: our proxy snapshotter runs the scenario with the same outcome as
         image,
       });
       outcomes.ours = ours;
-      console.log(JSON.stringify({ thinDevices: ours.thinDevices, ms: ours.timingsMs }));
+      console.log(
+        JSON.stringify({
+          thinDevices: ours.thinDevices,
+          ms: ours.timingsMs,
+          ioRetries: ours.ioRetries,
+        }),
+      );
       assertScenarioOutcome(ours, image);
     });
     await t.step(

@@ -68,6 +68,8 @@ export interface ScenarioOutcome {
   writerAfterRestart: string;
   /** Snapshots listed after removing containers and the image (with GC). */
   snapshotsAfterCleanup: SnapshotRow[];
+  /** `--rm` runs repeated because containerd lost their output (see `run` below). */
+  ioRetries: string[];
   /**
    * Thin devices in the pool at each stage, minus {@linkcode idleThinDevices}: one per layer
    * plus one per existing container (counted after a garbage collection).
@@ -147,8 +149,21 @@ export async function runParityScenario(
       timings[name] = Math.round(performance.now() - t0);
     }
   };
-  const run = async (name: string, args: string[], extra: string[] = ["--rm"]) =>
-    (await ctd.ctr(["run", ...extra, ...snap, image.ref, id(name), ...args])).stdout;
+  // containerd 1.6 can lose the whole output of a container that prints and exits at once (the
+  // shim's copy races the exit; containerd/containerd#770 and kin), whatever the snapshotter.
+  // Every command run here prints something, so a --rm run that exited 0 with no output at all
+  // is run once more (it changes nothing: the container is fresh each time); retries are counted
+  // in the outcome.
+  const ioRetries: string[] = [];
+  const run = async (name: string, args: string[], extra: string[] = ["--rm"]) => {
+    for (let attempt = 1;; attempt++) {
+      const out = (await ctd.ctr(["run", ...extra, ...snap, image.ref, id(name), ...args]))
+        .stdout;
+      if (out !== "" || !extra.includes("--rm") || attempt === 2) return out;
+      ioRetries.push(name);
+      log(`[${snapshotter}] ${name}: exit 0 but no output (containerd lost it); once more`);
+    }
+  };
   const snapshots = async () =>
     parseSnapshotList((await ctd.ctr(["snapshots", ...snap, "ls"])).stdout);
   const images = async () =>
@@ -253,6 +268,7 @@ export async function runParityScenario(
       probeAfterRestart,
       writerAfterRestart,
       snapshotsAfterCleanup,
+      ioRetries,
       thinDevices: {
         afterImport: after(afterImport),
         withWriter: after(withWriter),
@@ -276,9 +292,9 @@ export async function runParityScenario(
 /** What must be equal across backends: the outcome without timings, name and idle devices. */
 export function parityView(outcome: ScenarioOutcome): Omit<
   ScenarioOutcome,
-  "timingsMs" | "snapshotter" | "idleThinDevices"
+  "timingsMs" | "snapshotter" | "idleThinDevices" | "ioRetries"
 > {
-  const { timingsMs: _t, snapshotter: _s, idleThinDevices: _i, ...rest } = outcome;
+  const { timingsMs: _t, snapshotter: _s, idleThinDevices: _i, ioRetries: _r, ...rest } = outcome;
   return rest;
 }
 
