@@ -9,8 +9,9 @@
 // devmapper suite gets its own pool. It runs inside the test kernel, as root:
 // tests/e2e/conformance_test.ts builds this file on the host and runs it there.
 //
-// Environment: DMSNAP_REPO (repository root), DMSNAP_DENO (the deno binary),
-// DMSNAP_FS_TYPE (the snapshotter's fs_type, default ext4).
+// Environment: DMSNAP_REPO (repository root), DMSNAP_DENO (the deno binary);
+// optional DMSNAP_FS_TYPE, DMSNAP_DM_BACKEND and DMSNAP_GRPC_TRANSPORT set the
+// server's fs_type, dm_backend and grpc_transport (default: the server's defaults).
 package conformance
 
 import (
@@ -131,14 +132,21 @@ func startServer(root, poolName string) (*server, error) {
 		return nil, fmt.Errorf("DMSNAP_REPO and DMSNAP_DENO must be set")
 	}
 	config := filepath.Join(root, "config.toml")
-	fsType, size := os.Getenv("DMSNAP_FS_TYPE"), "64MB"
-	if fsType == "" {
-		fsType = "ext4"
-	} else if fsType == "xfs" {
+	text := fmt.Sprintf("root_path = %q\npool_name = %q\n", filepath.Join(root, "state"), poolName)
+	size := "64MB"
+	if os.Getenv("DMSNAP_FS_TYPE") == "xfs" {
 		size = "300MiB" // mkfs.xfs's minimum
 	}
-	text := fmt.Sprintf("root_path = %q\npool_name = %q\nbase_image_size = %q\nfs_type = %q\n",
-		filepath.Join(root, "state"), poolName, size, fsType)
+	text += fmt.Sprintf("base_image_size = %q\n", size)
+	for key, env := range map[string]string{
+		"fs_type":        "DMSNAP_FS_TYPE",
+		"dm_backend":     "DMSNAP_DM_BACKEND",
+		"grpc_transport": "DMSNAP_GRPC_TRANSPORT",
+	} {
+		if value := os.Getenv(env); value != "" {
+			text += fmt.Sprintf("%s = %q\n", key, value)
+		}
+	}
 	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
 		return nil, err
 	}
@@ -164,11 +172,41 @@ func startServer(root, poolName string) (*server, error) {
 		}
 		if c, err := net.Dial("unix", s.socket); err == nil {
 			c.Close()
+			if err := s.checkSettings(); err != nil {
+				s.stop()
+				return nil, err
+			}
 			return s, nil
 		}
 	}
 	s.cmd.Process.Kill()
 	return nil, fmt.Errorf("server did not listen within 2 minutes: %s", s.tail())
+}
+
+// checkSettings waits for the log lines that show the chosen dm backend and gRPC
+// transport are the ones serving.
+func (s *server) checkSettings() error {
+	want := []string{}
+	if b := os.Getenv("DMSNAP_DM_BACKEND"); b != "" {
+		want = append(want, "backend="+b)
+	}
+	if t := os.Getenv("DMSNAP_GRPC_TRANSPORT"); t != "" {
+		want = append(want, "transport="+t)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		log, missing := s.tail(), ""
+		for _, w := range want {
+			if !strings.Contains(log, w) {
+				missing = w
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the server log does not show %s: %s", missing, log)
+		}
+	}
 }
 
 func (s *server) tail() string {

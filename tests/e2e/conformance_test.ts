@@ -1,10 +1,11 @@
 /**
  * containerd's own snapshotter conformance suite (`snapshots/testsuite` of containerd 1.6.20,
  * the version under test) against this project, reached through containerd's proxy snapshotter
- * client over the unix socket, once with ext4 and once with xfs; and the same suite against
- * upstream's built-in devmapper snapshotter in the same kernel (its own package tests), which
- * must meet the same expectation: every test passes but the one the suite skips for everyone. The Go binaries are built on the host by `tests/run.ts`
- * (`tests/conformance/build.ts`).
+ * client over the unix socket: with the default settings, then once more with every other fs
+ * type, dm backend and gRPC transport. And the same suite against upstream's built-in devmapper
+ * snapshotter in the same kernel (its own package tests), which must meet the same expectation:
+ * every test passes but the one the suite skips for everyone. The Go binaries are built on the
+ * host by `tests/run.ts` (`tests/conformance/build.ts`).
  */
 import assert from "node:assert/strict";
 import { DMSNAP_SUITE, UPSTREAM_SUITE } from "../conformance/build.ts";
@@ -78,17 +79,29 @@ async function devices(): Promise<{ dm: string[]; loops: string }> {
   return { dm: await dmNames(), loops: await sh("losetup", "--list", "--noheadings") };
 }
 
-Deno.test("conformance: containerd 1.6.20's snapshotter suite passes through the proxy (ext4, xfs); nothing left behind", async () => {
+/** The server settings the suite runs with: the defaults, then every other choice once. */
+const VARIANTS: { name: string; env: Record<string, string> }[] = [
+  { name: "ext4, ioctl, native gRPC (defaults)", env: {} },
+  {
+    name: "xfs, dmsetup, grpc-js",
+    env: { DMSNAP_FS_TYPE: "xfs", DMSNAP_DM_BACKEND: "dmsetup", DMSNAP_GRPC_TRANSPORT: "grpc-js" },
+  },
+];
+
+Deno.test("conformance: containerd 1.6.20's snapshotter suite passes through the proxy with every fs type, dm backend and transport; nothing left behind", async () => {
   requireKernel();
   const declared = await declaredTests();
   assert.ok(declared.length >= 20, `the suite declares ${declared.length} tests`);
   const before = await devices();
-  const env = { DMSNAP_REPO: REPO_ROOT, DMSNAP_DENO: Deno.execPath() };
-  for (const fsType of ["ext4", "xfs"]) {
-    const run = await runSuite(DMSNAP_SUITE, { ...env, DMSNAP_FS_TYPE: fsType });
-    assertConformant(run, declared, `dmsnap ${fsType}`);
+  for (const variant of VARIANTS) {
+    const run = await runSuite(DMSNAP_SUITE, {
+      DMSNAP_REPO: REPO_ROOT,
+      DMSNAP_DENO: Deno.execPath(),
+      ...variant.env,
+    });
+    assertConformant(run, declared, `dmsnap (${variant.name})`);
     console.log(
-      `dmsnap (${fsType}): ${declared.length} tests, ${
+      `dmsnap (${variant.name}): ${declared.length} tests, ${
         [...run.outcomes.values()].filter((o) => o === "PASS").length
       } passed in ${run.seconds.toFixed(1)} s`,
     );
