@@ -57,6 +57,10 @@ Deno.test({
       const log = new TextDecoder().decode(run.stdout) + new TextDecoder().decode(run.stderr);
       assert.equal(run.code, 0, log);
       assert.doesNotMatch(log, /tools\/deno/, "the development Deno is not embedded");
+      // modules loaded by a dynamic import are embedded too (grpc-js only loads when chosen)
+      for (const module of ["native_server.ts", "grpc_js.ts", "ioctl.ts", "dmsetup.ts"]) {
+        assert.match(log, new RegExp(`${module.replace(".", "\\.")} \\(`), `${module} embedded`);
+      }
 
       const payload = (await Deno.stat(output)).size - (await Deno.stat(denort)).size;
       assert.ok(
