@@ -4,6 +4,7 @@ import { parseConfigToml } from "../config/load.ts";
 import type { Snapshotter } from "../types.ts";
 import { memorySnapshotter } from "../../tests/unit/memory_snapshotter.ts";
 import { connectSnapshots } from "../server/client.ts";
+import { bindNotifyReceiver } from "../../tests/unit/notify_receiver.ts";
 import { type CliOptions, runCli, VERSION } from "./cli.ts";
 import { defaultMetaSize } from "./pool_cmd.ts";
 
@@ -195,6 +196,35 @@ Deno.test("serve runs the factory's snapshotter on the socket until stopped", as
     assert.ok(s.infos.has("via-cli"));
     assert.equal(s.isClosed(), true);
     await assert.rejects(Deno.lstat(socket), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("serve tells systemd (NOTIFY_SOCKET) it is opening the pool, READY=1 once the socket listens, STOPPING=1", async () => {
+  await withDir(async (dir) => {
+    const socket = `${dir}/s.sock`;
+    using receiver = bindNotifyReceiver(`${dir}/notify`);
+    const stop = new AbortController();
+    const seen: string[] = [];
+    Deno.env.set("NOTIFY_SOCKET", receiver.address);
+    try {
+      const r = await run(["serve", "--pool-name", "p", "--address", socket], {
+        openSnapshotter: () => Promise.resolve(memorySnapshotter() as Snapshotter),
+        stop: stop.signal,
+        onListening: async () => {
+          try {
+            // both sent before the server reports listening
+            seen.push(await receiver.next(1000), await receiver.next(1000));
+          } finally {
+            stop.abort();
+          }
+        },
+      });
+      assert.equal(r.code, 0, r.err);
+    } finally {
+      Deno.env.delete("NOTIFY_SOCKET");
+    }
+    assert.deepEqual(seen, ["STATUS=opening pool p", `READY=1\nSTATUS=serving on ${socket}`]);
+    assert.equal(await receiver.next(), "STOPPING=1");
   });
 });
 

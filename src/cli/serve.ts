@@ -11,6 +11,7 @@ import { errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
 import { prepareSocketPath } from "../server/socket.ts";
+import { notifySystemd } from "../systemd/notify.ts";
 import type { Snapshotter } from "../types.ts";
 
 /** Builds the snapshotter for a configuration. */
@@ -27,6 +28,11 @@ export interface ServeOptions {
   stop?: AbortSignal;
   /** Bound on waiting for in-flight calls at shutdown (default 10 s). */
   shutdownTimeoutMs?: number;
+  /**
+   * Tells the service manager about the service's state (`READY=1`, `STOPPING=1`, `STATUS=…`).
+   * Default: systemd's `$NOTIFY_SOCKET`, if set (`Type=notify` units).
+   */
+  notify?: (state: string) => void;
   /** Called once the socket accepts calls. */
   onListening?: (server: RunningServer) => void;
 }
@@ -41,6 +47,13 @@ export interface ServeOptions {
  */
 export async function serve(options: ServeOptions): Promise<void> {
   const { config, logger } = options;
+  const notify = (state: string) => {
+    try {
+      (options.notify ?? notifySystemd)(state);
+    } catch (err) {
+      logger.warn("cannot notify the service manager", { error: errorMessage(err) });
+    }
+  };
   let stopping = false;
   let server: RunningServer | undefined;
   let shutdownError: unknown;
@@ -52,6 +65,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   };
   const requestStop = () => {
     stopping = true;
+    notify("STOPPING=1");
     shutdown();
   };
   const onSignal = (signal: Deno.Signal) => () => {
@@ -82,6 +96,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   try {
     // refuse a live socket before touching the pool: a second instance must not reconcile
     await prepareSocketPath(config.address);
+    notify(`STATUS=opening pool ${config.poolName}`);
     const snapshotter = await options.openSnapshotter(config, logger);
     const closeSnapshotter = () =>
       snapshotter.close().catch((e) =>
@@ -104,7 +119,11 @@ export async function serve(options: ServeOptions): Promise<void> {
       throw err;
     }
     if (stopping) shutdown();
-    else options.onListening?.(server);
+    else {
+      // units ordered after this one (containerd) start now, with the socket ready
+      notify(`READY=1\nSTATUS=serving on ${server.socketPath}`);
+      options.onListening?.(server);
+    }
     await server.closed;
     await server.close().catch(() => {}); // settle shutdownError
     if (shutdownError !== undefined) throw shutdownError;

@@ -9,6 +9,7 @@ import { status as GrpcStatus } from "@grpc/grpc-js";
 import { connectSnapshots, isServiceError } from "../../src/server/client.ts";
 import { startServer } from "../../src/server/server.ts";
 import { createLogger } from "../../src/log.ts";
+import { bindNotifyReceiver } from "../unit/notify_receiver.ts";
 import { requireKernel, shTry } from "./fixtures.ts";
 import { createTestSnapshotter, withMount } from "./snapshot_fixtures.ts";
 
@@ -130,10 +131,11 @@ Deno.test("server_rpc: every RPC over the socket against the real snapshotter", 
 });
 
 /** Spawns `deno run -A main.ts serve --config FILE --address SOCKET`; resolves once it serves. */
-async function spawnServe(config: string, socket: string) {
+async function spawnServe(config: string, socket: string, env: Record<string, string> = {}) {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--no-check", "main.ts", "serve", "--config", config, "--address", socket],
     cwd: ROOT,
+    env,
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -182,7 +184,11 @@ Deno.test("server_rpc: `main.ts serve --config --address` serves, stops on SIGTE
       "",
     ].join("\n"),
   );
-  const first = await spawnServe(config, socket);
+  // started as a systemd Type=notify unit would be
+  using notifications = bindNotifyReceiver(join(t.pool.dir, "notify.sock"));
+  const first = await spawnServe(config, socket, { NOTIFY_SOCKET: notifications.address });
+  assert.equal(await notifications.next(), `STATUS=opening pool ${t.pool.name}`);
+  assert.equal(await notifications.next(), `READY=1\nSTATUS=serving on ${socket}`);
   let c = connectSnapshots(socket);
   try {
     assert.equal((await Deno.lstat(socket)).mode! & 0o777, 0o660);
@@ -194,6 +200,7 @@ Deno.test("server_rpc: `main.ts serve --config --address` serves, stops on SIGTE
   }
   const stopped = await first.stop();
   assert.equal(stopped.code, 0, first.log());
+  assert.equal(await notifications.next(), "STOPPING=1");
   assert.match(first.log(), /msg="rpc" .*method=Prepare key=k\/1 code=OK duration_ms=/);
   assert.match(first.log(), /msg="stopped"/);
   await assert.rejects(Deno.lstat(socket), Deno.errors.NotFound);
