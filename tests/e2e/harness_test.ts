@@ -125,9 +125,14 @@ Deno.test("e2e harness: big file content is reproducible and seed-dependent", as
   );
 });
 
-Deno.test("e2e harness: parity view ignores timings, name and idle devices only", () => {
+Deno.test("e2e harness: parity view ignores timings, name, idle devices and output retries only", () => {
   const image = { bigFileSha256: "f", bigFileBytes: 1 } as TestImage;
-  const outcome = (name: string, ms: number, idle: number): ScenarioOutcome => ({
+  const outcome = (
+    name: string,
+    ms: number,
+    idle: number,
+    retries: string[] = [],
+  ): ScenarioOutcome => ({
     snapshotter: name,
     imagesAfterImport: ["x"],
     snapshotsAfterImport: [],
@@ -143,7 +148,7 @@ Deno.test("e2e harness: parity view ignores timings, name and idle devices only"
     probeAfterRestart: {},
     writerAfterRestart: "w",
     snapshotsAfterCleanup: [],
-    ioRetries: [],
+    ioRetries: retries,
     thinDevices: {
       afterImport: 3,
       withWriter: 4,
@@ -154,7 +159,7 @@ Deno.test("e2e harness: parity view ignores timings, name and idle devices only"
     idleThinDevices: idle,
     timingsMs: { import: ms },
   });
-  assert.deepEqual(parityView(outcome("a", 1, 0)), parityView(outcome("b", 2, 1)));
+  assert.deepEqual(parityView(outcome("a", 1, 0)), parityView(outcome("b", 2, 1, ["hello"])));
   const other = outcome("b", 2, 1);
   other.probe = { ...other.probe, deleted_file: "present" };
   assert.notDeepEqual(parityView(outcome("a", 1, 0)), parityView(other));
