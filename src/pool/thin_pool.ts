@@ -153,17 +153,28 @@ export class ThinPool {
     }
     const origin = this.deviceName(device.originId);
     // An active origin (e.g. committed while still mounted) must be suspended so that the
-    // snapshot sees a consistent, flushed filesystem.
+    // snapshot sees a consistent, flushed filesystem. Commit removed it with --deferred: the
+    // kernel takes it away once its last user closes it, which can happen between the check
+    // and the suspend, or while it is suspended. A device gone is an inactive origin, and
+    // nothing is left to resume.
+    let suspended = false;
     if (await this.isActive(origin)) {
-      await this.dm.suspend(origin);
       try {
-        await this.dm.createSnap(this.poolName, device.thinId, device.originId);
-      } finally {
-        await this.dm.resume(origin);
+        await this.dm.suspend(origin);
+        suspended = true;
+      } catch (err) {
+        if (!isErrno(err, "ENXIO")) throw err;
       }
-      return;
     }
-    await this.dm.createSnap(this.poolName, device.thinId, device.originId);
+    try {
+      await this.dm.createSnap(this.poolName, device.thinId, device.originId);
+    } finally {
+      if (suspended) {
+        await this.dm.resume(origin).catch((err) => {
+          if (!isErrno(err, "ENXIO")) throw err;
+        });
+      }
+    }
   }
 
   #moveToFreshId(device: DeviceRecord): DeviceRecord {

@@ -28,10 +28,12 @@ import (
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/metadata"
 	"github.com/containerd/containerd/pkg/testutil"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/proxy"
 	"github.com/containerd/containerd/snapshots/testsuite"
+	bolt "go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 )
 
@@ -275,4 +277,36 @@ func newSnapshotter(t *testing.T) testsuite.SnapshotterFunc {
 func TestSnapshotterSuite(t *testing.T) {
 	testutil.RequiresRoot(t)
 	testsuite.SnapshotterSuite(t, "dmsnap", newSnapshotter(t))
+}
+
+// TestSnapshotterSuiteThroughMetadata runs the suite through containerd's
+// metadata layer (its bolt database, namespaces and key mapping) on top of the
+// proxy: the path every ctr and CRI call takes inside containerd.
+func TestSnapshotterSuiteThroughMetadata(t *testing.T) {
+	testutil.RequiresRoot(t)
+	proxied := newSnapshotter(t)
+	testsuite.SnapshotterSuite(t, "dmsnap-metadata", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
+		sn, cleanup, err := proxied(ctx, root)
+		if err != nil {
+			return nil, nil, err
+		}
+		db, err := bolt.Open(filepath.Join(root, "containerd-metadata.db"), 0o600, nil)
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		layered := metadata.NewDB(db, nil, map[string]snapshots.Snapshotter{"dmsnap": sn}).Snapshotter("dmsnap")
+		return layered, func() error {
+			var errs []string
+			for _, err := range []error{layered.Close(), db.Close(), cleanup()} {
+				if err != nil {
+					errs = append(errs, err.Error())
+				}
+			}
+			if len(errs) > 0 {
+				return fmt.Errorf("%s", strings.Join(errs, "; "))
+			}
+			return nil
+		}, nil
+	})
 }

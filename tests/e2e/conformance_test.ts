@@ -1,11 +1,12 @@
 /**
  * containerd's own snapshotter conformance suite (`snapshots/testsuite` of containerd 1.6.20,
  * the version under test) against this project, reached through containerd's proxy snapshotter
- * client over the unix socket: with the default settings, then once more with every other fs
- * type, dm backend and gRPC transport. And the same suite against upstream's built-in devmapper
- * snapshotter in the same kernel (its own package tests), which must meet the same expectation:
- * every test passes but the one the suite skips for everyone. The Go binaries are built on the
- * host by `tests/run.ts` (`tests/conformance/build.ts`).
+ * client over the unix socket: with the default settings, once more with every other fs type,
+ * dm backend and gRPC transport, and through containerd's metadata layer. And the same suite
+ * against upstream's built-in devmapper snapshotter in the same kernel (its own package tests),
+ * which must meet the same expectation: every test passes but the one the suite skips for
+ * everyone. The Go binaries are built on the host by `tests/run.ts`
+ * (`tests/conformance/build.ts`).
  */
 import assert from "node:assert/strict";
 import { DMSNAP_SUITE, UPSTREAM_SUITE } from "../conformance/build.ts";
@@ -31,7 +32,11 @@ async function declaredTests(): Promise<string[]> {
   return [...source.matchAll(/t\.Run\("([^"]+)", makeTest\(/g)].map((m) => m[1]);
 }
 
-async function runSuite(binary: string, env: Record<string, string> = {}): Promise<SuiteRun> {
+async function runSuite(
+  binary: string,
+  env: Record<string, string> = {},
+  test = "TestSnapshotterSuite",
+): Promise<SuiteRun> {
   try {
     await Deno.stat(binary);
   } catch {
@@ -47,7 +52,7 @@ async function runSuite(binary: string, env: Record<string, string> = {}): Promi
       "-test.timeout",
       "15m",
       "-test.run",
-      "^TestSnapshotterSuite$",
+      `^${test}$`,
     ],
     env: { LC_ALL: "C", DM_DISABLE_UDEV: "1", ...env },
     stdout: "piped",
@@ -55,8 +60,8 @@ async function runSuite(binary: string, env: Record<string, string> = {}): Promi
   }).output();
   const output = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   const outcomes = new Map<string, string>();
-  for (const m of output.matchAll(/^\s*--- (PASS|FAIL|SKIP): TestSnapshotterSuite\/(\S+) /gm)) {
-    outcomes.set(m[2], m[1]);
+  for (const m of output.matchAll(/^\s*--- (PASS|FAIL|SKIP): (\w+)\/(\S+) /gm)) {
+    if (m[2] === test) outcomes.set(m[3], m[1]);
   }
   return { code: out.code, outcomes, output, seconds: (performance.now() - started) / 1000 };
 }
@@ -79,26 +84,36 @@ async function devices(): Promise<{ dm: string[]; loops: string }> {
   return { dm: await dmNames(), loops: await sh("losetup", "--list", "--noheadings") };
 }
 
-/** The server settings the suite runs with: the defaults, then every other choice once. */
-const VARIANTS: { name: string; env: Record<string, string> }[] = [
-  { name: "ext4, ioctl, native gRPC (defaults)", env: {} },
+/**
+ * How the suite reaches the server, and with which settings: the defaults; every other choice
+ * at once; and through containerd's metadata layer (its bolt store and namespaced keys in front
+ * of the proxy), the path ctr and CRI calls take inside containerd.
+ */
+const VARIANTS: { name: string; test: string; env: Record<string, string> }[] = [
+  { name: "ext4, ioctl, native gRPC (defaults)", test: "TestSnapshotterSuite", env: {} },
   {
     name: "xfs, dmsetup, grpc-js",
+    test: "TestSnapshotterSuite",
     env: { DMSNAP_FS_TYPE: "xfs", DMSNAP_DM_BACKEND: "dmsetup", DMSNAP_GRPC_TRANSPORT: "grpc-js" },
+  },
+  {
+    name: "through containerd's metadata layer",
+    test: "TestSnapshotterSuiteThroughMetadata",
+    env: {},
   },
 ];
 
-Deno.test("conformance: containerd 1.6.20's snapshotter suite passes through the proxy with every fs type, dm backend and transport; nothing left behind", async () => {
+Deno.test("conformance: containerd 1.6.20's snapshotter suite passes through the proxy with every fs type, dm backend and transport, and through containerd's metadata layer; nothing left behind", async () => {
   requireKernel();
   const declared = await declaredTests();
   assert.ok(declared.length >= 20, `the suite declares ${declared.length} tests`);
   const before = await devices();
   for (const variant of VARIANTS) {
-    const run = await runSuite(DMSNAP_SUITE, {
-      DMSNAP_REPO: REPO_ROOT,
-      DMSNAP_DENO: Deno.execPath(),
-      ...variant.env,
-    });
+    const run = await runSuite(
+      DMSNAP_SUITE,
+      { DMSNAP_REPO: REPO_ROOT, DMSNAP_DENO: Deno.execPath(), ...variant.env },
+      variant.test,
+    );
     assertConformant(run, declared, `dmsnap (${variant.name})`);
     console.log(
       `dmsnap (${variant.name}): ${declared.length} tests, ${

@@ -5,9 +5,17 @@
  */
 import assert from "node:assert/strict";
 import { createTestPool, dmNames, requireKernel, sh, shTry } from "./fixtures.ts";
-import { realStack, testSettings, thinDevicesOn } from "./snapshot_fixtures.ts";
+import {
+  mountAll,
+  realStack,
+  testSettings,
+  thinDevicesOn,
+  unmount,
+  withMount,
+} from "./snapshot_fixtures.ts";
 import { openSnapshotter } from "../../src/snapshotter.ts";
 import type { DeviceMapper } from "../../src/dm/types.ts";
+import { DmIoctl } from "../../src/dm/ioctl.ts";
 import type { Formatter } from "../../src/pool/thin_pool.ts";
 import { errorKind } from "../../src/errors.ts";
 
@@ -105,3 +113,85 @@ Deno.test("pool failure: a pool that runs out of space gives a clear Unavailable
     await s.close();
   }
 });
+
+/** The real driver, with `hooks` run just before and just after each real suspend. */
+function aroundSuspend(
+  dm: DeviceMapper,
+  hooks: { before?: (name: string) => Promise<void>; after?: (name: string) => Promise<void> },
+): DeviceMapper {
+  return new Proxy(dm, {
+    get(target, prop) {
+      if (prop === "suspend") {
+        return async (name: string, options?: { noLockfs?: boolean }) => {
+          await hooks.before?.(name);
+          await target.suspend(name, options);
+          await hooks.after?.(name);
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("pool: an active origin that vanishes just before its suspend, or while suspended, is snapshotted all the same", async () => {
+  requireKernel();
+  for (const backend of ["ioctl", "dmsetup"] as const) {
+    // 1. containerd commits while the snapshot is mounted (Commit removes it --deferred); the
+    //    unmount lands between the snapshotter's "is the origin active?" and its suspend, and
+    //    the kernel's deferred removal takes the device away: the suspend fails with ENXIO.
+    // 2. the origin is active but unused, and goes while it is suspended: resume gets ENXIO.
+    for (const window of ["before suspend", "while suspended"] as const) {
+      await using pool = await createTestPool();
+      const stack = realStack();
+      using ioctl = new DmIoctl();
+      const real = backend === "ioctl" ? ioctl : stack.dm;
+      const hooks: Parameters<typeof aroundSuspend>[1] = {};
+      const s = await openSnapshotter({
+        ...testSettings(pool),
+        ...stack,
+        dm: aroundSuspend(real, hooks),
+      });
+      const what = `${backend}, ${window}`;
+      try {
+        const dir = await mountAll(await s.prepare("a-tmp", ""));
+        await Deno.writeTextFile(`${dir}/f`, "written in a");
+        if (window === "before suspend") {
+          await s.commit("a", "a-tmp"); // still mounted: removal deferred
+          hooks.before = async (name) => {
+            hooks.before = undefined;
+            await unmount(dir);
+            await waitGone(name);
+          };
+        } else {
+          await unmount(dir);
+          await s.commit("a", "a-tmp");
+          const thinId = s.pool.store.getSnapshot("a")!.thinId;
+          await s.pool.activate(s.pool.store.listDevices().find((d) => d.thinId === thinId)!);
+          hooks.after = async (name) => {
+            hooks.after = undefined;
+            await real.remove(name);
+          };
+        }
+        const content = await withMount(
+          await s.prepare("b", "a"),
+          (b) => Deno.readTextFile(`${b}/f`),
+        );
+        assert.equal(content, "written in a", what);
+        assert.equal(hooks.before ?? hooks.after, undefined, `${what}: the hook ran`);
+        assert.equal(s.pool.store.listDevices("creating").length, 0, what);
+      } finally {
+        await s.close();
+      }
+    }
+  }
+});
+
+/** Waits until the dm device `name` is gone (deferred removal runs in the kernel's own time). */
+async function waitGone(name: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while ((await dmNames()).includes(name)) {
+    if (Date.now() > deadline) throw new Error(`${name} was not removed`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
