@@ -577,6 +577,7 @@ export class DevmapperSnapshotter implements Snapshotter {
         deactivated: [],
         missing: [],
         busy: [],
+        foreign: [],
       };
       // 1. snapshots whose creation never finished: drop them (Prepare never returned).
       for (const s of this.#store.listSnapshots("creating")) {
@@ -623,6 +624,13 @@ export class DevmapperSnapshotter implements Snapshotter {
       }
       for (const [name, info] of active) {
         if (wanted.has(name) || pending.some((d) => d.name === name)) continue;
+        const thinId = this.pool.thinIdOf(name);
+        const device = thinId === undefined ? undefined : this.#store.getDevice(thinId);
+        if (!device || device.state === "foreign") {
+          // another instance sharing the pool (its ids are "foreign" here), or a wiped root
+          report.foreign.push(name);
+          continue;
+        }
         try {
           await this.pool.deactivate({ name }, { deferred: info.openCount > 0 });
           report.deactivated.push(name);
@@ -666,4 +674,9 @@ export interface ReconcileReport {
   missing: string[];
   /** Devices still open, left for later. */
   busy: string[];
+  /**
+   * Active devices named like ours that this store has no row of its own for: another
+   * instance's on a shared pool (or left by a wiped `root_path`). Left alone.
+   */
+  foreign: string[];
 }

@@ -81,6 +81,13 @@ export class ThinPool {
     return `${this.poolName}-dms-${thinId}`;
   }
 
+  /** The thin id in a {@linkcode deviceName}, or undefined for any other name. */
+  thinIdOf(name: string): number | undefined {
+    const prefix = `${this.poolName}-dms-`;
+    const id = name.startsWith(prefix) ? name.slice(prefix.length) : "";
+    return /^[1-9][0-9]*$/.test(id) ? Number(id) : undefined;
+  }
+
   /** Throws when the pool cannot take new devices (one `dmsetup status`). */
   async checkHealth(): Promise<void> {
     const status = (await this.dm.status(this.poolName))[0];
