@@ -59,6 +59,8 @@ export class ThinPool {
   readonly #formatter: Formatter;
   readonly #log: Logger;
   readonly #discardBlocks: boolean;
+  /** The last snapshot of an active origin queued, by origin thin id. */
+  readonly #originTurns = new Map<number, Promise<void>>();
   readonly #idAttempts: number;
   /** `major:minor` of devices seen active, by name (see {@linkcode ThinPool.isActive}). */
   readonly #numbers = new Map<string, string>();
@@ -159,28 +161,53 @@ export class ThinPool {
       return;
     }
     const origin = this.deviceName(device.originId);
-    // An active origin (e.g. committed while still mounted) must be suspended so that the
-    // snapshot sees a consistent, flushed filesystem. Commit removed it with --deferred: the
-    // kernel takes it away once its last user closes it, which can happen between the check
-    // and the suspend, or while it is suspended. A device gone is an inactive origin, and
-    // nothing is left to resume.
+    if (!await this.isActive(origin)) {
+      await this.dm.createSnap(this.poolName, device.thinId, device.originId);
+      return;
+    }
+    const originId = device.originId;
+    await this.#oneAtATime(originId, () => this.#snapshotActive(device.thinId, originId));
+  }
+
+  /**
+   * Snapshots an active origin (e.g. committed while still mounted), suspended so that the
+   * snapshot sees a consistent, flushed filesystem. Commit removed it with --deferred: the
+   * kernel takes it away once its last user closes it, which can happen before the suspend or
+   * while it is suspended. A device gone is an inactive origin, and nothing is left to resume.
+   */
+  async #snapshotActive(thinId: number, originId: number): Promise<void> {
+    const origin = this.deviceName(originId);
     let suspended = false;
-    if (await this.isActive(origin)) {
-      try {
-        await this.dm.suspend(origin);
-        suspended = true;
-      } catch (err) {
-        if (!isErrno(err, "ENXIO")) throw err;
-      }
+    try {
+      await this.dm.suspend(origin);
+      suspended = true;
+    } catch (err) {
+      if (!isErrno(err, "ENXIO")) throw err;
     }
     try {
-      await this.dm.createSnap(this.poolName, device.thinId, device.originId);
+      await this.dm.createSnap(this.poolName, thinId, originId);
     } finally {
       if (suspended) {
         await this.dm.resume(origin).catch((err) => {
           if (!isErrno(err, "ENXIO")) throw err;
         });
       }
+    }
+  }
+
+  /**
+   * Runs `fn` after every earlier call for the same origin: two snapshots of one active origin
+   * must not interleave, or one resumes the origin before the other's create_snap.
+   */
+  async #oneAtATime(originId: number, fn: () => Promise<void>): Promise<void> {
+    const previous = this.#originTurns.get(originId) ?? Promise.resolve();
+    const run = previous.then(fn);
+    const turn = run.catch(() => {});
+    this.#originTurns.set(originId, turn);
+    try {
+      await run;
+    } finally {
+      if (this.#originTurns.get(originId) === turn) this.#originTurns.delete(originId);
     }
   }
 

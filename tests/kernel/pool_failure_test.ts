@@ -195,3 +195,50 @@ async function waitGone(name: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+Deno.test("pool: snapshots of one active origin taken at the same time never interleave their suspend, create_snap and resume", async () => {
+  requireKernel();
+  await using pool = await createTestPool();
+  const stack = realStack();
+  const events: string[] = [];
+  const dm = new Proxy(new DmIoctl(), {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (typeof value !== "function") return value;
+      if (prop === "suspend" || prop === "resume" || prop === "createSnap") {
+        return async (...args: unknown[]) => {
+          events.push(String(prop));
+          await value.apply(target, args);
+          // hold the origin suspended a while: a second snapshot would come in here
+          if (prop === "suspend") await new Promise((r) => setTimeout(r, 100));
+        };
+      }
+      return value.bind(target);
+    },
+  });
+  const s = await openSnapshotter({ ...testSettings(pool), ...stack, dm });
+  try {
+    const dir = await mountAll(await s.prepare("base-tmp", ""));
+    try {
+      await Deno.writeTextFile(`${dir}/f`, "base");
+      await s.commit("base", "base-tmp"); // still mounted: the origin stays active
+      events.length = 0;
+      await Promise.all(["c1", "c2", "c3"].map((key) => s.prepare(key, "base")));
+      assert.deepEqual(
+        events,
+        Array(3).fill(["suspend", "createSnap", "resume"]).flat(),
+        "one snapshot of the origin at a time",
+      );
+    } finally {
+      await unmount(dir);
+    }
+    for (const key of ["c1", "c2", "c3"]) {
+      assert.equal(
+        await withMount(await s.mounts(key), (d) => Deno.readTextFile(`${d}/f`)),
+        "base",
+      );
+    }
+  } finally {
+    await s.close();
+  }
+});
