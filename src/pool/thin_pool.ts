@@ -275,17 +275,28 @@ export class ThinPool {
    * still open fails with EBUSY and keeps its row for a later attempt.
    */
   async destroy(device: DeviceRecord): Promise<void> {
-    if (this.#discardBlocks && device.state !== "creating") {
-      const info = await this.dm.info(device.name);
-      if (info && info.openCount === 0) {
-        await this.#formatter.discard(devicePath(device.name)).catch((error) =>
-          this.#log.warn("discard failed; deleting anyway", { device: device.name, error })
-        );
-      }
-    }
+    if (this.#discardBlocks && device.state !== "creating") await this.#discard(device);
     await this.deactivate(device);
     await this.#deleteThin(device.thinId);
     this.store.deleteDevice(device.thinId);
+  }
+
+  /**
+   * `discard_blocks`: discards a device's blocks before its thin id is deleted, so that the pool
+   * passes the discards down (a loop file's blocks go back to the host's filesystem; deleting
+   * the thin id alone only frees them inside the pool). A device that is not active (a
+   * committed layer, or a removed snapshot's) is activated for it; one still open is left for
+   * the deactivation to refuse.
+   */
+  async #discard(device: DeviceRecord): Promise<void> {
+    const info = await this.dm.info(device.name);
+    if (info && info.openCount > 0) return;
+    try {
+      if (!info) await this.activate(device);
+      await this.#formatter.discard(devicePath(device.name));
+    } catch (error) {
+      this.#log.warn("discard failed; deleting anyway", { device: device.name, error });
+    }
   }
 
   /** Mapped bytes of an active device (from `dmsetup status`). */

@@ -1,0 +1,58 @@
+/**
+ * `discard_blocks`: removing a snapshot discards its blocks before the thin id is deleted, so
+ * the pool passes the discards down and the blocks of a loop-file pool go back to the host's
+ * filesystem (the backing file's allocation shrinks). Without it, deleting the thin id frees
+ * the blocks inside the pool only.
+ */
+import assert from "node:assert/strict";
+import { openSnapshotter } from "../../src/snapshotter.ts";
+import { createTestPool, requireKernel, sh } from "./fixtures.ts";
+import { realStack, testSettings } from "./snapshot_fixtures.ts";
+
+const MiB = 1024 * 1024;
+
+/** Bytes the file `path` has allocated on its filesystem. */
+async function allocated(path: string): Promise<number> {
+  return Number(await sh("stat", "-c", "%b", path)) * 512;
+}
+
+Deno.test("discard_blocks: removing an active or a committed snapshot gives its blocks back to the pool's data file", async () => {
+  requireKernel();
+  for (const discardBlocks of [true, false]) {
+    await using pool = await createTestPool({ dataMb: 256 });
+    const dataFile = `${pool.dir}/data`;
+    const s = await openSnapshotter({
+      ...testSettings(pool, { discardBlocks }),
+      ...realStack(),
+    });
+    try {
+      // an active snapshot and a committed one, 16 MiB written to each (not through a mount:
+      // what matters is the pool's mapped blocks)
+      const fill = async (key: string) => {
+        const mounts = await s.prepare(key, "");
+        await sh(
+          "dd",
+          "if=/dev/urandom",
+          `of=${mounts[0].source}`,
+          "bs=1M",
+          "count=16",
+          "oflag=direct",
+        );
+      };
+      await fill("active");
+      await fill("layer-tmp");
+      await s.commit("layer", "layer-tmp");
+      for (const key of ["active", "layer"]) {
+        const before = await allocated(dataFile);
+        await s.remove(key);
+        const freed = before - await allocated(dataFile);
+        const what = `discard_blocks=${discardBlocks}, removing ${key}: ${freed / MiB} MiB freed`;
+        if (discardBlocks) assert.ok(freed >= 15 * MiB, what);
+        else assert.ok(freed < 1 * MiB, what);
+      }
+      assert.deepEqual(s.pool.store.listDevices("deleting"), []);
+    } finally {
+      await s.close();
+    }
+  }
+});
