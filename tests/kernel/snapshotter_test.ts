@@ -150,9 +150,15 @@ Deno.test("snapshotter: error classes match containerd's contract", async () => 
   await rejectsKind(s.usage("nope"), "not_found");
   await rejectsKind(s.remove("nope"), "not_found");
   await rejectsKind(s.list(["name=="]), "invalid_argument");
+  // a Commit that names another parent asks for a rebase, which a thin device cannot do
+  await s.prepare("a3", "");
+  await rejectsKind(s.commit("c3", "a3", {}, "c"), "invalid_argument", /cannot rebase/);
+  await s.commit("c3", "a3", {}, ""); // no parent named: a plain commit
+  await s.prepare("a4", "c");
+  await s.commit("c4", "a4", {}, "c"); // its own parent named: fine
   // nothing was changed by the failures
   const names = (await s.list([])).map((i) => i.name).sort();
-  assert.deepEqual(names, ["a2", "c", "v"]);
+  assert.deepEqual(names, ["a2", "c", "c3", "c4", "v"]);
 });
 
 Deno.test("snapshotter: timestamps, labels and Update semantics", async () => {
@@ -312,4 +318,30 @@ Deno.test("snapshotter: xfs snapshots mount with nouuid, parent and child togeth
   } finally {
     await unmount(d1);
   }
+});
+
+Deno.test("snapshotter: a child keeps its parent's fs type and device size after the configuration changes", async () => {
+  requireKernel();
+  await using t = await createTestSnapshotter({ dataMb: 1024 }); // ext4, 32 MiB
+  let s = t.snapshotter;
+  await withMount(await s.prepare("p-tmp", ""), (d) => Deno.writeTextFile(join(d, "f"), "ext4"));
+  await s.commit("p", "p-tmp");
+  // the operator switches to xfs and bigger devices; existing layers are what they are
+  t.settings.fsType = "xfs";
+  t.settings.baseImageSize = 320 * 1024 * 1024;
+  s = await t.reopen();
+  const size = async (mounts: { source: string }[]) =>
+    Number(await sh("blockdev", "--getsize64", mounts[0].source));
+  for (const child of [await s.prepare("child", "p"), await s.view("view", "p")]) {
+    assert.equal(child[0].type, "ext4");
+    assert.equal(await size(child), 32 * 1024 * 1024);
+    assert.equal(await withMount(child, (d) => Deno.readTextFile(join(d, "f"))), "ext4");
+  }
+  assert.equal(
+    (await s.stat("child")).labels["containerd.io/snapshot/devmapper/fstype"],
+    undefined,
+  );
+  const fresh = await s.prepare("fresh", "");
+  assert.equal(fresh[0].type, "xfs");
+  assert.equal(await size(fresh), 320 * 1024 * 1024);
 });
