@@ -60,6 +60,8 @@ export interface SnapshotterSettings {
   asyncRemove: boolean;
   /** Discard a device's blocks before deleting it. */
   discardBlocks: boolean;
+  /** Mount active ext4/xfs snapshots with `discard` (online discard). */
+  onlineDiscard?: boolean;
 }
 
 /** Everything {@linkcode openSnapshotter} needs. */
@@ -181,6 +183,7 @@ export class DevmapperSnapshotter implements Snapshotter {
     const options: string[] = [];
     if (s.fsType === "xfs") options.push("nouuid");
     if (s.kind === "view") options.push("ro");
+    else if (this.#settings.onlineDiscard && s.fsType !== "ext2") options.push("discard");
     return [{
       type: s.fsType,
       source: devicePath(device?.name ?? this.pool.deviceName(s.thinId)),

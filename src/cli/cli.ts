@@ -97,6 +97,7 @@ export function describeConfig(config: Config, file: string | undefined): string
     `fs_options = ${q(config.fsOptions)}`,
     `async_remove = ${config.asyncRemove}`,
     `discard_blocks = ${config.discardBlocks}`,
+    `online_discard = ${config.onlineDiscard}`,
     `dm_backend = ${q(config.dmBackend)}`,
     `grpc_transport = ${q(config.grpcTransport)}`,
     `address = ${q(config.address)}`,

@@ -50,6 +50,7 @@ export const openDevmapperSnapshotter: SnapshotterFactory = (config, logger) => 
     fsOptions: config.fsOptions,
     asyncRemove: config.asyncRemove,
     discardBlocks: config.discardBlocks,
+    onlineDiscard: config.onlineDiscard,
     dm: createDeviceMapper(config, runner, logger),
     formatter: createFormatter(runner),
     logger: logger.with({ component: "snapshotter" }),

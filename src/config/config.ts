@@ -1,7 +1,7 @@
 /**
  * The service configuration: upstream devmapper keys (`root_path`, `pool_name`,
  * `base_image_size`, `async_remove`, `discard_blocks`, `fs_type`, `fs_options`) plus
- * `address` and `log_level`.
+ * `online_discard`, `dm_backend`, `grpc_transport`, `address` and `log_level`.
  *
  * Values come in layers (defaults, then the file, then command-line flags; later layers win).
  * {@linkcode resolveConfig} checks every key of every layer and reports every problem at once,
@@ -61,6 +61,7 @@ export type ConfigKey =
   | "base_image_size"
   | "async_remove"
   | "discard_blocks"
+  | "online_discard"
   | "fs_type"
   | "fs_options"
   | "dm_backend"
@@ -117,6 +118,12 @@ export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
       "Discard a device's blocks (blkdiscard) before deleting it, returning space to the pool's " +
       "backing store.",
   },
+  online_discard: {
+    type: "boolean",
+    flag: "online-discard",
+    doc: "Mount active ext4 and xfs snapshots with -o discard: the blocks of files deleted in a " +
+      "running container go back to the pool at once, not when the snapshot is removed.",
+  },
   dm_backend: {
     type: "string",
     flag: "dm-backend",
@@ -151,6 +158,7 @@ export const DEFAULT_VALUES: Readonly<Record<ConfigKey, string | boolean>> = {
   fs_options: "",
   async_remove: false,
   discard_blocks: false,
+  online_discard: false,
   dm_backend: "auto",
   grpc_transport: "native",
   address: DEFAULT_ADDRESS,
@@ -334,6 +342,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
 
   const asyncRemove = bool("async_remove");
   const discardBlocks = bool("discard_blocks");
+  const onlineDiscard = bool("online_discard");
 
   /** One of `allowed`; anything else is a problem naming the allowed values. */
   const choice = <T extends string>(
@@ -380,6 +389,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     fsOptions,
     asyncRemove,
     discardBlocks,
+    onlineDiscard,
     dmBackend,
     grpcTransport,
     address,

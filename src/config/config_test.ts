@@ -41,6 +41,7 @@ Deno.test("defaults: only pool_name must be given", () => {
     fsOptions: "",
     asyncRemove: false,
     discardBlocks: false,
+    onlineDiscard: false,
     dmBackend: "auto",
     grpcTransport: "native",
     address: DEFAULT_ADDRESS,
@@ -59,6 +60,7 @@ Deno.test("every key set in the file is used", () => {
       base_image_size: "512Mb",
       async_remove: true,
       discard_blocks: true,
+      online_discard: true,
       dm_backend: "dmsetup",
       grpc_transport: "grpc-js",
       fs_type: "ext2",
@@ -74,6 +76,7 @@ Deno.test("every key set in the file is used", () => {
       fsOptions: "stride=8",
       asyncRemove: true,
       discardBlocks: true,
+      onlineDiscard: true,
       dmBackend: "dmsetup",
       grpcTransport: "grpc-js",
       address: "/run/s.sock",
@@ -195,6 +198,7 @@ Deno.test("every problem is reported at once, each with key and source", () => {
       fs_type: "zfs",
       async_remove: "no",
       discard_blocks: 0,
+      online_discard: "yes",
       address: "tcp://x",
       log_level: "loud",
       bogus: 1,
@@ -211,11 +215,12 @@ Deno.test("every problem is reported at once, each with key and source", () => {
     "base_image_size",
     "async_remove",
     "discard_blocks",
+    "online_discard",
     "address",
     "log_level",
   ]);
   assert.ok(error.problems.every((p) => p.source === "/etc/x.toml"));
-  assert.match(error.message, /^Invalid configuration \(9 problems\):\n {2}\/etc\/x\.toml: /);
+  assert.match(error.message, /^Invalid configuration \(10 problems\):\n {2}\/etc\/x\.toml: /);
   assert.match(error.message, /\/etc\/x\.toml: fs_type: unsupported filesystem type "zfs"/);
 });
 

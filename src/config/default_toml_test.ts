@@ -16,6 +16,7 @@ Deno.test("`config default` output parses, validates and equals the defaults", a
     fsOptions: "",
     asyncRemove: false,
     discardBlocks: false,
+    onlineDiscard: false,
     dmBackend: "auto",
     grpcTransport: "native",
     address: DEFAULT_ADDRESS,

@@ -1,4 +1,7 @@
 /**
+ * `online_discard`: active snapshots are mounted with `-o discard`, so a file deleted inside a
+ * running container unmaps its blocks in the pool at once.
+ *
  * `discard_blocks`: removing a snapshot discards its blocks before the thin id is deleted, so
  * the pool passes the discards down and the blocks of a loop-file pool go back to the host's
  * filesystem (the backing file's allocation shrinks). Without it, deleting the thin id frees
@@ -7,7 +10,7 @@
 import assert from "node:assert/strict";
 import { openSnapshotter } from "../../src/snapshotter.ts";
 import { createTestPool, requireKernel, sh } from "./fixtures.ts";
-import { realStack, testSettings } from "./snapshot_fixtures.ts";
+import { realStack, testSettings, withMount } from "./snapshot_fixtures.ts";
 
 const MiB = 1024 * 1024;
 
@@ -53,6 +56,42 @@ Deno.test("discard_blocks: removing an active or a committed snapshot gives its 
       assert.deepEqual(s.pool.store.listDevices("deleting"), []);
     } finally {
       await s.close();
+    }
+  }
+});
+
+Deno.test("online_discard: a file deleted in a mounted active snapshot gives its blocks back to the pool at once", async () => {
+  requireKernel();
+  for (const fsType of ["ext4", "xfs"] as const) {
+    for (const onlineDiscard of [true, false]) {
+      await using pool = await createTestPool({ dataMb: 1024 });
+      const s = await openSnapshotter({
+        ...testSettings(pool, {
+          fsType,
+          baseImageSize: (fsType === "xfs" ? 320 : 64) * MiB,
+          onlineDiscard,
+        }),
+        ...realStack(),
+      });
+      const what = `${fsType}, online_discard=${onlineDiscard}`;
+      try {
+        const mounts = await s.prepare("a", "");
+        assert.equal(mounts[0].options.includes("discard"), onlineDiscard, what);
+        assert.ok(!(await s.view("v", "")).at(0)!.options.includes("discard"), "never on a view");
+        const device = { name: mounts[0].source.replace("/dev/mapper/", "") };
+        await withMount(mounts, async (dir) => {
+          await sh("dd", "if=/dev/urandom", `of=${dir}/big`, "bs=1M", "count=16", "conv=fsync");
+          const written = await s.pool.mappedBytes(device);
+          await Deno.remove(`${dir}/big`);
+          await sh("sync", "-f", dir);
+          const freed = written - await s.pool.mappedBytes(device);
+          const text = `${what}: ${(freed / MiB).toFixed(1)} MiB unmapped`;
+          if (onlineDiscard) assert.ok(freed >= 14 * MiB, text);
+          else assert.ok(freed < 1 * MiB, text);
+        });
+      } finally {
+        await s.close();
+      }
     }
   }
 });
