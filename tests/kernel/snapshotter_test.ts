@@ -345,3 +345,28 @@ Deno.test("snapshotter: a child keeps its parent's fs type and device size after
   assert.equal(fresh[0].type, "xfs");
   assert.equal(await size(fresh), 320 * 1024 * 1024);
 });
+
+Deno.test("snapshotter: async_remove — Remove only marks the device, the key is free at once, Cleanup deletes it", async () => {
+  requireKernel();
+  await using t = await createTestSnapshotter({ settings: { asyncRemove: true } });
+  const s = t.snapshotter;
+  await s.prepare("a-tmp", "");
+  await s.commit("a", "a-tmp");
+  const mounted = await mountAll(await s.prepare("b", "a"));
+  const ids = await t.pool.thinIds(); // template, a, b
+  await s.remove("b"); // still mounted: with async_remove that is Cleanup's problem
+  await rejectsKind(s.stat("b"), "not_found");
+  await s.prepare("b", "a"); // the key is free again at once
+  assert.equal((await t.pool.thinIds()).length, ids.length + 1, "the old device is still there");
+  assert.equal(s.pool.store.listDevices("deleting").length, 1);
+  // Cleanup cannot delete a device still mounted; it says so and keeps it for later
+  await rejectsKind(s.cleanup(), "failed_precondition", /busy|mounted/);
+  await unmount(mounted);
+  await s.cleanup();
+  assert.deepEqual(s.pool.store.listDevices("deleting"), []);
+  assert.equal((await t.pool.thinIds()).length, ids.length, "only the new b's device added");
+  await s.remove("b");
+  await s.remove("a");
+  await s.cleanup();
+  assert.equal((await t.pool.thinIds()).length, 1, "the template stays");
+});
