@@ -11,7 +11,8 @@
 //
 // Environment: DMSNAP_REPO (repository root), DMSNAP_DENO (the deno binary);
 // optional DMSNAP_FS_TYPE, DMSNAP_DM_BACKEND and DMSNAP_GRPC_TRANSPORT set the
-// server's fs_type, dm_backend and grpc_transport (default: the server's defaults).
+// server's fs_type, dm_backend and grpc_transport (default: the server's defaults);
+// DMSNAP_CONFIG_EXTRA holds more lines for its config file.
 package conformance
 
 import (
@@ -149,6 +150,7 @@ func startServer(root, poolName string) (*server, error) {
 			text += fmt.Sprintf("%s = %q\n", key, value)
 		}
 	}
+	text += os.Getenv("DMSNAP_CONFIG_EXTRA") // more TOML lines
 	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
 		return nil, err
 	}

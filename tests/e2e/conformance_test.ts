@@ -92,9 +92,14 @@ async function devices(): Promise<{ dm: string[]; loops: string }> {
 const VARIANTS: { name: string; test: string; env: Record<string, string> }[] = [
   { name: "ext4, ioctl, native gRPC (defaults)", test: "TestSnapshotterSuite", env: {} },
   {
-    name: "xfs, dmsetup, grpc-js",
+    name: "xfs, dmsetup, grpc-js, async_remove, discard_blocks, online_discard",
     test: "TestSnapshotterSuite",
-    env: { DMSNAP_FS_TYPE: "xfs", DMSNAP_DM_BACKEND: "dmsetup", DMSNAP_GRPC_TRANSPORT: "grpc-js" },
+    env: {
+      DMSNAP_FS_TYPE: "xfs",
+      DMSNAP_DM_BACKEND: "dmsetup",
+      DMSNAP_GRPC_TRANSPORT: "grpc-js",
+      DMSNAP_CONFIG_EXTRA: "async_remove = true\ndiscard_blocks = true\nonline_discard = true\n",
+    },
   },
   {
     name: "through containerd's metadata layer",
