@@ -602,7 +602,16 @@ export class DevmapperSnapshotter implements Snapshotter {
           report.busy.push(device.name);
         }
       }
-      // 3. activation follows the records.
+      // 3. templates of earlier settings: garbage once the configuration changed.
+      const settings = this.#settings;
+      report.deleted.push(
+        ...await this.pool.dropTemplatesExcept(
+          settings.fsType,
+          settings.fsOptions,
+          settings.baseImageSize,
+        ),
+      );
+      // 4. activation follows the records.
       const wanted = new Set<string>();
       for (const s of this.#store.listSnapshots()) {
         const device = this.#store.getDevice(s.thinId);
@@ -667,7 +676,7 @@ export class DevmapperSnapshotter implements Snapshotter {
 export interface ReconcileReport {
   /** Keys of snapshots whose creation a crash interrupted (dropped). */
   undone: string[];
-  /** Thin ids deleted from the pool (half-created or half-deleted devices). */
+  /** Thin ids deleted from the pool (half-created or half-deleted devices, old templates). */
   deleted: number[];
   /** Devices activated for active snapshots and views. */
   activated: string[];

@@ -361,7 +361,7 @@ export class ThinPool {
    * parentless snapshot, so those cost a thin snapshot instead of a mkfs.
    */
   template(fsType: FsType, fsOptions: string, sizeBytes: number): Promise<DeviceRecord> {
-    const key = `${fsType}|${fsOptions}|${sizeBytes}`;
+    const key = templateKey(fsType, fsOptions, sizeBytes);
     const ready = this.store.getTemplate(key);
     if (ready?.state === "ready") return Promise.resolve(ready);
     let pending = this.#templates.get(key);
@@ -372,6 +372,33 @@ export class ThinPool {
       this.#templates.set(key, pending);
     }
     return pending;
+  }
+
+  /**
+   * Deletes the templates of other settings than `(fsType, fsOptions, sizeBytes)`, which a
+   * configuration change leaves behind: nothing depends on a template (a thin snapshot does not
+   * need its origin). Each is marked `deleting` first, so a failure or a crash leaves it to
+   * Cleanup or the next start. Returns the thin ids deleted.
+   */
+  async dropTemplatesExcept(fsType: FsType, fsOptions: string, sizeBytes: number): Promise<
+    number[]
+  > {
+    const keep = templateKey(fsType, fsOptions, sizeBytes);
+    const dropped: number[] = [];
+    for (const device of this.store.listDevices("ready")) {
+      if (device.role !== "template" || device.templateKey === keep) continue;
+      this.store.setDeviceState(device.thinId, "deleting");
+      try {
+        await this.destroy({ ...device, state: "deleting" });
+        dropped.push(device.thinId);
+      } catch (error) {
+        this.#log.warn("cannot delete the template of earlier settings; Cleanup retries", {
+          thin_id: device.thinId,
+          error,
+        });
+      }
+    }
+    return dropped;
   }
 
   async #buildTemplate(
@@ -411,6 +438,11 @@ export class ThinPool {
     });
     return { ...device, state: "ready" };
   }
+}
+
+/** The key of the template device for `(fsType, fsOptions, sizeBytes)`. */
+function templateKey(fsType: FsType, fsOptions: string, sizeBytes: number): string {
+  return `${fsType}|${fsOptions}|${sizeBytes}`;
 }
 
 /** `major:minor` of a Linux device number (`st_rdev`). */

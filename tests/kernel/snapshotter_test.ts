@@ -320,16 +320,20 @@ Deno.test("snapshotter: xfs snapshots mount with nouuid, parent and child togeth
   }
 });
 
-Deno.test("snapshotter: a child keeps its parent's fs type and device size after the configuration changes", async () => {
+Deno.test("snapshotter: after fs_type and base_image_size change, children keep their parent's, the old template goes", async () => {
   requireKernel();
   await using t = await createTestSnapshotter({ dataMb: 1024 }); // ext4, 32 MiB
   let s = t.snapshotter;
   await withMount(await s.prepare("p-tmp", ""), (d) => Deno.writeTextFile(join(d, "f"), "ext4"));
   await s.commit("p", "p-tmp");
+  const oldTemplate = s.pool.store.listDevices().find((d) => d.role === "template")!.thinId;
   // the operator switches to xfs and bigger devices; existing layers are what they are
   t.settings.fsType = "xfs";
   t.settings.baseImageSize = 320 * 1024 * 1024;
   s = await t.reopen();
+  // and the ext4 template, which nothing needs any more, is deleted at start
+  assert.deepEqual(s.lastReconcile!.deleted, [oldTemplate]);
+  assert.ok(!(await t.pool.thinIds()).includes(oldTemplate));
   const size = async (mounts: { source: string }[]) =>
     Number(await sh("blockdev", "--getsize64", mounts[0].source));
   for (const child of [await s.prepare("child", "p"), await s.view("view", "p")]) {
