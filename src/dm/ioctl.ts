@@ -43,7 +43,15 @@ import {
   splitDevT,
   type TargetSpec,
 } from "./ioctl_abi.ts";
-import { type Libc, O_RDWR_CLOEXEC, openLibc, S_IFBLK, S_IFCHR } from "./ioctl_libc.ts";
+import {
+  type CallResult,
+  type Libc,
+  O_RDWR_CLOEXEC,
+  openLibc,
+  S_IFBLK,
+  S_IFCHR,
+} from "./ioctl_libc.ts";
+import { IoctlThread } from "./ioctl_thread.ts";
 import { parsePoolParams, parseThinParams } from "./parse.ts";
 import { udevRunning } from "./runner.ts";
 import type {
@@ -159,6 +167,8 @@ interface Reply {
 export class DmIoctl implements DeviceMapper, Disposable {
   readonly #libc: Libc;
   readonly #fd: number;
+  /** For the calls that may block (suspend). */
+  readonly #thread: IoctlThread;
   readonly #logger: Logger;
   readonly #devDir: string;
   readonly #udev: boolean;
@@ -180,6 +190,7 @@ export class DmIoctl implements DeviceMapper, Disposable {
     this.#busyAttempts = Math.max(1, options.busyAttempts ?? 5);
     this.#busyBackoffMs = options.busyBackoffMs ?? 50;
     const libcPath = options.libcPath ?? "libc.so.6";
+    this.#thread = new IoctlThread(libcPath);
     try {
       this.#libc = openLibc(libcPath);
     } catch (err) {
@@ -215,6 +226,7 @@ export class DmIoctl implements DeviceMapper, Disposable {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#thread.close();
     this.#libc.close(this.#fd);
     this.#libc.unload();
   }
@@ -227,7 +239,22 @@ export class DmIoctl implements DeviceMapper, Disposable {
   /** One ioctl; throws a {@linkcode DmError} carrying the errno on failure. */
   #ioctlRaw(cmd: DmCommandName, buf: Uint8Array, context: readonly string[] = []): Reply {
     if (this.#closed) throw new Error("DmIoctl is closed");
-    const r = this.#libc.ioctl(this.#fd, ioctlRequest(DmCommand[cmd]), buf);
+    return this.#reply(
+      cmd,
+      buf,
+      context,
+      this.#libc.ioctl(this.#fd, ioctlRequest(DmCommand[cmd]), buf),
+    );
+  }
+
+  /** Like {@linkcode #ioctlRaw}, on the ioctl thread: for calls that may block for long. */
+  async #ioctlOffThread(cmd: DmCommandName, buf: Uint8Array, context: readonly string[]) {
+    if (this.#closed) throw new Error("DmIoctl is closed");
+    const r = await this.#thread.call(this.#fd, ioctlRequest(DmCommand[cmd]), buf);
+    return this.#reply(cmd, buf, context, r);
+  }
+
+  #reply(cmd: DmCommandName, buf: Uint8Array, context: readonly string[], r: CallResult): Reply {
     if (r.value === -1) {
       const text = this.#libc.strerror(r.errno);
       throw new DmError({
@@ -270,7 +297,7 @@ export class DmIoctl implements DeviceMapper, Disposable {
     let delay = fixedDelayMs ?? this.#busyBackoffMs;
     for (let attempt = 1;; attempt++) {
       try {
-        return op();
+        return await op();
       } catch (err) {
         if (!isErrno(err, "EBUSY") || attempt >= attempts) throw err;
         this.#logger.debug("device busy, retrying", { op: what, attempt, delayMs: delay });
@@ -478,9 +505,11 @@ export class DmIoctl implements DeviceMapper, Disposable {
   async suspend(name: string, options: { noLockfs?: boolean } = {}): Promise<void> {
     validateDeviceName(name);
     const flags = DmFlag.SUSPEND | (options.noLockfs ? DmFlag.SKIP_LOCKFS : 0);
-    await this.#retryBusy("suspend", () => {
-      this.#ioctlRaw("DEV_SUSPEND", encodeRequest({ name, flags }), [name]);
-    });
+    // on the ioctl thread: freezing a busy filesystem can take seconds
+    await this.#retryBusy(
+      "suspend",
+      () => this.#ioctlOffThread("DEV_SUSPEND", encodeRequest({ name, flags }), [name]),
+    );
   }
 
   /** DEV_SUSPEND without the suspend flag (swaps in a loaded table). */

@@ -363,3 +363,38 @@ Deno.test("dm ioctl: timing of createThin/create/remove/deleteThin vs dmsetup (p
   assert.equal(runner.spawns, rounds * 4);
   assert.deepEqual(await pool.thinIds(), []);
 });
+
+Deno.test("dm ioctl: a suspend that waits for in-flight I/O does not stop the event loop", async () => {
+  await using pool = await createTestPool();
+  using dm = driver();
+  // upper (linear) → lower (a thin device): with lower suspended, a write to upper stays in
+  // flight, and suspending upper waits for it until lower is resumed
+  const lower = `${pool.name}-lower`;
+  const upper = `${pool.name}-upper`;
+  await dm.createThin(pool.name, 1);
+  await dm.create(lower, thinTable(pool.name, 1, 4 * MiB));
+  await dm.create(upper, `0 ${(4 * MiB) / 512} linear /dev/mapper/${lower} 0`);
+  try {
+    await dm.suspend(lower);
+    const write = new Deno.Command("dd", {
+      args: ["if=/dev/zero", `of=/dev/mapper/${upper}`, "bs=4k", "count=1", "oflag=direct"],
+      stderr: "null",
+    }).output();
+    await new Promise((r) => setTimeout(r, 300)); // the write reaches lower and waits there
+    const suspending = dm.suspend(upper).then(() => "suspended");
+    const first = await Promise.race([
+      suspending,
+      new Promise((r) => setTimeout(() => r("timer fired"), 300)),
+    ]);
+    assert.equal(first, "timer fired", "timers run while the suspend waits in the kernel");
+    await dm.resume(lower); // only possible because this thread was not stuck in the ioctl
+    assert.equal(await suspending, "suspended");
+    await dm.resume(upper);
+    assert.equal((await write).code, 0);
+  } finally {
+    await shTry("dmsetup", "resume", lower);
+    await shTry("dmsetup", "resume", upper);
+    await shTry("dmsetup", "remove", upper);
+    await shTry("dmsetup", "remove", lower);
+  }
+});

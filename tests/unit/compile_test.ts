@@ -57,8 +57,16 @@ Deno.test({
       const log = new TextDecoder().decode(run.stdout) + new TextDecoder().decode(run.stderr);
       assert.equal(run.code, 0, log);
       assert.doesNotMatch(log, /tools\/deno/, "the development Deno is not embedded");
-      // modules loaded by a dynamic import are embedded too (grpc-js only loads when chosen)
-      for (const module of ["native_server.ts", "grpc_js.ts", "ioctl.ts", "dmsetup.ts"]) {
+      // modules loaded by a dynamic import are embedded too (grpc-js only loads when chosen), and
+      // the ioctl thread's worker, which deno compile does not find on its own
+      const modules = [
+        "native_server.ts",
+        "grpc_js.ts",
+        "ioctl.ts",
+        "dmsetup.ts",
+        "ioctl_worker.ts",
+      ];
+      for (const module of modules) {
         assert.match(log, new RegExp(`${module.replace(".", "\\.")} \\(`), `${module} embedded`);
       }
 
