@@ -380,7 +380,7 @@ Deno.test("dm ioctl: a suspend that waits for in-flight I/O does not stop the ev
       args: ["if=/dev/zero", `of=/dev/mapper/${upper}`, "bs=4k", "count=1", "oflag=direct"],
       stderr: "null",
     }).output();
-    await new Promise((r) => setTimeout(r, 300)); // the write reaches lower and waits there
+    await waitInFlight(upper); // the write has reached lower and waits there
     const suspending = dm.suspend(upper).then(() => "suspended");
     const first = await Promise.race([
       suspending,
@@ -398,3 +398,20 @@ Deno.test("dm ioctl: a suspend that waits for in-flight I/O does not stop the ev
     await shTry("dmsetup", "remove", lower);
   }
 });
+
+/** Waits until the dm device `name` has a write in flight (`/sys/block/dm-N/inflight`). */
+async function waitInFlight(name: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    for await (const entry of Deno.readDir("/sys/block")) {
+      if (!entry.name.startsWith("dm-")) continue;
+      const dmName = await Deno.readTextFile(`/sys/block/${entry.name}/dm/name`);
+      if (dmName.trim() !== name) continue;
+      const [, writes] = (await Deno.readTextFile(`/sys/block/${entry.name}/inflight`))
+        .trim().split(/\s+/).map(Number);
+      if (writes > 0) return;
+    }
+    if (Date.now() > deadline) throw new Error(`no write in flight on ${name}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
