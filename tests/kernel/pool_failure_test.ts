@@ -19,16 +19,24 @@ import { DmIoctl } from "../../src/dm/ioctl.ts";
 import type { Formatter } from "../../src/pool/thin_pool.ts";
 import { errorKind } from "../../src/errors.ts";
 
-/** The real driver, with `create` (activation) failing while `failCreate` is set. */
-function failingActivation(dm: DeviceMapper, state: { failCreate: boolean }): DeviceMapper {
+/** The real driver `dm`, with `overrides` in place of its own methods. */
+function withOverrides(dm: DeviceMapper, overrides: Partial<DeviceMapper>): DeviceMapper {
   return new Proxy(dm, {
     get(target, prop) {
-      if (prop === "create" && state.failCreate) {
-        return () => Promise.reject(new Error("injected: activation failed"));
-      }
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof DeviceMapper];
       const value = Reflect.get(target, prop, target);
       return typeof value === "function" ? value.bind(target) : value;
     },
+  });
+}
+
+/** The real driver, with `create` (activation) failing while `failCreate` is set. */
+function failingActivation(dm: DeviceMapper, state: { failCreate: boolean }): DeviceMapper {
+  return withOverrides(dm, {
+    create: (name, table, options) =>
+      state.failCreate
+        ? Promise.reject(new Error("injected: activation failed"))
+        : dm.create(name, table, options),
   });
 }
 
@@ -119,17 +127,11 @@ function aroundSuspend(
   dm: DeviceMapper,
   hooks: { before?: (name: string) => Promise<void>; after?: (name: string) => Promise<void> },
 ): DeviceMapper {
-  return new Proxy(dm, {
-    get(target, prop) {
-      if (prop === "suspend") {
-        return async (name: string, options?: { noLockfs?: boolean }) => {
-          await hooks.before?.(name);
-          await target.suspend(name, options);
-          await hooks.after?.(name);
-        };
-      }
-      const value = Reflect.get(target, prop, target);
-      return typeof value === "function" ? value.bind(target) : value;
+  return withOverrides(dm, {
+    async suspend(name, options) {
+      await hooks.before?.(name);
+      await dm.suspend(name, options);
+      await hooks.after?.(name);
     },
   });
 }
@@ -201,19 +203,21 @@ Deno.test("pool: snapshots of one active origin taken at the same time never int
   await using pool = await createTestPool();
   const stack = realStack();
   const events: string[] = [];
-  const dm = new Proxy(new DmIoctl(), {
-    get(target, prop) {
-      const value = Reflect.get(target, prop, target);
-      if (typeof value !== "function") return value;
-      if (prop === "suspend" || prop === "resume" || prop === "createSnap") {
-        return async (...args: unknown[]) => {
-          events.push(String(prop));
-          await value.apply(target, args);
-          // hold the origin suspended a while: a second snapshot would come in here
-          if (prop === "suspend") await new Promise((r) => setTimeout(r, 100));
-        };
-      }
-      return value.bind(target);
+  const real = new DmIoctl(); // closed with the snapshotter
+  const dm = withOverrides(real, {
+    async suspend(name, options) {
+      events.push("suspend");
+      await real.suspend(name, options);
+      // hold the origin suspended a while: a second snapshot would come in here
+      await new Promise((r) => setTimeout(r, 100));
+    },
+    async createSnap(pool, thinId, originId) {
+      events.push("createSnap");
+      await real.createSnap(pool, thinId, originId);
+    },
+    async resume(name) {
+      events.push("resume");
+      await real.resume(name);
     },
   });
   const s = await openSnapshotter({ ...testSettings(pool), ...stack, dm });
