@@ -24,7 +24,7 @@
  */
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { connectSnapshots } from "../src/server/client.ts";
+import { connectSnapshots } from "../testing/snapshots_client.ts";
 import { BUILTIN_SNAPSHOTTER, PROXY_SNAPSHOTTER, startE2eEnv } from "../tests/e2e/environment.ts";
 import { buildTestImage } from "../tests/e2e/image.ts";
 import { serveArgs } from "../tests/e2e/snapshotter_server.ts";

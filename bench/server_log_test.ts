@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatLine } from "../src/log.ts";
+import { formatLine } from "../src/util/log.ts";
 import { attributeByTime, parseLog, parseLogLine, summarize } from "./server_log.ts";
 
 const line = (ms: number, msg: string, fields: Record<string, unknown>) =>

@@ -32,7 +32,7 @@ const { values } = parseArgs({
 
 const deno = Deno.execPath();
 const filterArgs = values.filter ? ["--filter", values.filter] : [];
-const UNIT_DIRS = ["src/", "tests/unit/"];
+const UNIT_DIRS = ["src/", "tests/unit/", "bench/"];
 const KERNEL_DIRS = ["tests/kernel/", "tests/e2e/"];
 
 /** Parses deno test's closing line: `ok | 12 passed | 0 failed | 1 ignored (3s)`. */
@@ -70,7 +70,7 @@ async function existingDirs(dirs: string[]): Promise<string[]> {
 async function typeCheck(): Promise<boolean> {
   console.log("== type check");
   const { success } = await new Deno.Command(deno, {
-    args: ["check", "main.ts", "src/", "tests/", "bench/"],
+    args: ["check", "main.ts", "src/", "testing/", "tests/", "bench/", "tools/gen_proto_text.ts"],
     cwd: REPO_ROOT,
   }).output();
   return success;

@@ -8,10 +8,10 @@
 import denoJson from "../../deno.json" with { type: "json" };
 import { type Config, ConfigError } from "../config/config.ts";
 import { defaultConfigToml } from "../config/default_toml.ts";
-import { errorMessage } from "../errors.ts";
-import { createLogger, isLevel, type Level, type Logger } from "../log.ts";
+import { errorMessage } from "../util/errors.ts";
+import { createLogger, isLevel, type Level, type Logger } from "../util/log.ts";
 import type { RunningServer } from "../server/server.ts";
-import { formatSize } from "../size.ts";
+import { formatSize } from "../util/size.ts";
 import { configFlagHelp, configFlagOptions, loadConfigFromFlags } from "./config_flags.ts";
 import { runPoolCommand } from "./pool_cmd.ts";
 import { serve, type SnapshotterFactory } from "./serve.ts";

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { resolveConfig } from "../config/config.ts";
 import { parseConfigToml } from "../config/load.ts";
-import type { Snapshotter } from "../types.ts";
-import { memorySnapshotter } from "../../tests/unit/memory_snapshotter.ts";
-import { connectSnapshots } from "../server/client.ts";
-import { bindNotifyReceiver } from "../../tests/unit/notify_receiver.ts";
+import type { Snapshotter } from "../snapshots/types.ts";
+import { memorySnapshotter } from "../../testing/memory_snapshotter.ts";
+import { connectSnapshots } from "../../testing/snapshots_client.ts";
+import { bindNotifyReceiver } from "../../testing/notify_receiver.ts";
 import { type CliOptions, runCli, VERSION } from "./cli.ts";
 import { defaultMetaSize } from "./pool_cmd.ts";
 

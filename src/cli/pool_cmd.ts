@@ -4,10 +4,10 @@
  * @module
  */
 import { EXAMPLE_POOL_NAME } from "../config/default_toml.ts";
-import { Dmsetup } from "../dm/dmsetup.ts";
+import { Dmsetup } from "../dm/dmsetup/dmsetup.ts";
 import { DenoCommandRunner } from "../dm/runner.ts";
-import { errorMessage } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { errorMessage } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
 import {
   createLoopPool,
   destroyLoopPool,
@@ -15,7 +15,7 @@ import {
   MIN_META_SIZE,
   poolStatus,
 } from "../pool/loop_pool.ts";
-import { formatSize, parseSize } from "../size.ts";
+import { formatSize, parseSize } from "../util/size.ts";
 import { parseFlags, UsageError } from "./usage.ts";
 
 /** Default directory of loop pool backing files. */

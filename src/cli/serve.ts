@@ -7,12 +7,12 @@
  * @module
  */
 import type { Config } from "../config/config.ts";
-import { errorMessage } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { errorMessage } from "../util/errors.ts";
+import type { Logger } from "../util/log.ts";
 import { type RunningServer, startServer } from "../server/server.ts";
 import { prepareSocketPath } from "../server/socket.ts";
-import { notifySystemd } from "../systemd/notify.ts";
-import type { Snapshotter } from "../types.ts";
+import { notifySystemd } from "../sys/notify.ts";
+import type { Snapshotter } from "../snapshots/types.ts";
 
 /** Builds the snapshotter for a configuration. */
 export type SnapshotterFactory = (config: Config, logger: Logger) => Promise<Snapshotter>;

@@ -4,14 +4,14 @@
  *
  * @module
  */
-import { Dmsetup } from "../dm/dmsetup.ts";
-import { DmIoctl, DmIoctlUnavailableError } from "../dm/ioctl.ts";
+import { Dmsetup } from "../dm/dmsetup/dmsetup.ts";
+import { DmIoctl, DmIoctlUnavailableError } from "../dm/ioctl/ioctl.ts";
 import { DenoCommandRunner } from "../dm/runner.ts";
 import type { DeviceMapper } from "../dm/types.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../util/log.ts";
 import type { Config } from "../config/config.ts";
 import { createFormatter } from "../pool/formatter.ts";
-import { openSnapshotter } from "../snapshotter.ts";
+import { openSnapshotter } from "../snapshotter/snapshotter.ts";
 import type { CommandRunner } from "../dm/runner.ts";
 import type { SnapshotterFactory } from "./serve.ts";
 

@@ -10,13 +10,13 @@
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { validateDeviceName } from "../dm/dmsetup.ts";
+import { validateDeviceName } from "../dm/dmsetup/dmsetup.ts";
 import { FS_TYPES, type FsType, isFsType } from "../dm/mkfs.ts";
-import { errorMessage } from "../errors.ts";
-import { type Level, LEVELS } from "../log.ts";
+import { errorMessage } from "../util/errors.ts";
+import { type Level, LEVELS } from "../util/log.ts";
 import { socketPath } from "../server/socket.ts";
-import { parseSize } from "../size.ts";
-import type { SnapshotterSettings } from "../snapshotter.ts";
+import { parseSize } from "../util/size.ts";
+import type { SnapshotterSettings } from "../snapshotter/snapshotter.ts";
 
 /** Default config file; a missing default file means "all defaults". */
 export const DEFAULT_CONFIG_PATH = "/etc/devmapper-snapshotter/config.toml";

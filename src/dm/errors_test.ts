@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { commandError, DmError, errnoFromText, isErrno, parseErrno } from "./errors.ts";
-import { errorKind } from "../errors.ts";
+import { errorKind } from "../util/errors.ts";
 
 Deno.test("dm errors: parseErrno maps real dmsetup failure lines", () => {
   const cases: Array<[string, string | undefined]> = [

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DmError } from "./errors.ts";
-import { FakeRunner } from "./fake_runner.ts";
+import { FakeRunner } from "../../testing/fake_runner.ts";
 import { DEFAULT_EXT4_OPTIONS, isFsType, mkfs, mkfsArgv, removeLostFound } from "./mkfs.ts";
 
 Deno.test("mkfs unit: argv per filesystem, device last", () => {

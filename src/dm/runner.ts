@@ -9,8 +9,8 @@
  *
  * @module
  */
-import type { Logger } from "../log.ts";
-import { silentLogger } from "../log.ts";
+import type { Logger } from "../util/log.ts";
+import { silentLogger } from "../util/log.ts";
 
 /** Options for one {@linkcode CommandRunner.run} call. */
 export interface RunOptions {

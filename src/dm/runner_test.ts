@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { createLogger } from "../log.ts";
+import { createLogger } from "../util/log.ts";
 import { CommandTimeoutError, DenoCommandRunner, formatCommand } from "./runner.ts";
-import { FakeRunner } from "./fake_runner.ts";
+import { FakeRunner } from "../../testing/fake_runner.ts";
 
 Deno.test("runner: no shell, one argv element per argument, LC_ALL=C", async () => {
   const runner = new DenoCommandRunner({ udev: true });

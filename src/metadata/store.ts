@@ -11,7 +11,7 @@
  */
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.ts";
-import type { Kind, Timestamp } from "../types.ts";
+import type { Kind, Timestamp } from "../snapshots/types.ts";
 import { MAX_THIN_ID } from "../dm/thin_messages.ts";
 
 export { MAX_THIN_ID };

@@ -11,8 +11,8 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
-} from "../errors.ts";
-import { validateDeviceName } from "../dm/dmsetup.ts";
+} from "../util/errors.ts";
+import { validateDeviceName } from "../dm/dmsetup/dmsetup.ts";
 import { commandError, DmError, isErrno } from "../dm/errors.ts";
 import { attachLoop, detachLoops, listLoops } from "../dm/losetup.ts";
 import { parsePrefixedLines, parseTable, type TableLine } from "../dm/parse.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { InvalidArgumentError } from "../errors.ts";
-import { Dmsetup } from "../dm/dmsetup.ts";
-import { FakeRunner } from "../dm/fake_runner.ts";
+import { InvalidArgumentError } from "../util/errors.ts";
+import { Dmsetup } from "../dm/dmsetup/dmsetup.ts";
+import { FakeRunner } from "../../testing/fake_runner.ts";
 import { createLoopPool, loopPoolFiles, poolTable, thinDevicesOfPool } from "./loop_pool.ts";
 
 Deno.test("loop pool unit: table and file names", () => {

@@ -15,10 +15,10 @@ import type { DeviceInfo, DeviceMapper, PoolStatus } from "../dm/types.ts";
 import { devicePath, thinTable } from "../dm/types.ts";
 import { isErrno } from "../dm/errors.ts";
 import type { FsType } from "../dm/mkfs.ts";
-import { checkPoolHealth } from "../dm/pool_health.ts";
+import { checkPoolHealth } from "./health.ts";
 import type { DeviceRecord, MetadataStore } from "../metadata/store.ts";
-import { type Logger, silentLogger } from "../log.ts";
-import { NotFoundError, UnavailableError } from "../errors.ts";
+import { type Logger, silentLogger } from "../util/log.ts";
+import { NotFoundError, UnavailableError } from "../util/errors.ts";
 
 export type { FsType };
 

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import type { Info, Kind, Mount, Timestamp, Usage } from "../types.ts";
+import type { Info, Kind, Mount, Timestamp, Usage } from "../snapshots/types.ts";
 import type { WireInfo, WireMount, WireTimestamp, WireUsageResponse } from "./proto.ts";
 
 /** Wire numbers of the snapshot kinds (containerd: view 1, active 2, committed 3). */

@@ -16,7 +16,7 @@ import {
   type status as GrpcStatus,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../util/log.ts";
 import { Code } from "./codes.ts";
 import {
   createService,

@@ -7,9 +7,9 @@
  *
  * @module
  */
-import type { Logger } from "../log.ts";
+import type { Logger } from "../util/log.ts";
 import { Code } from "./codes.ts";
-import type { Info, Snapshotter } from "../types.ts";
+import type { Info, Snapshotter } from "../snapshots/types.ts";
 import { infoToWire, mountToWire, usageToWire } from "./convert.ts";
 import type {
   MethodName,

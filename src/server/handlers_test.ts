@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Info } from "../types.ts";
+import type { Info } from "../snapshots/types.ts";
 import { listBatches } from "./handlers.ts";
 
 function info(name: string, labelBytes = 0): Info {

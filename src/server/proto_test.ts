@@ -18,7 +18,7 @@ import {
   type WireUpdateRequest,
   type WireUsageResponse,
 } from "./proto.ts";
-import type { Info } from "../types.ts";
+import type { Info } from "../snapshots/types.ts";
 
 const proto = loadSnapshotsProto();
 

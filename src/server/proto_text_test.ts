@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { readProtoFiles, renderModule, REPO_ROOT } from "./gen_proto_text.ts";
+import { readProtoFiles, renderModule, REPO_ROOT } from "../../tools/gen_proto_text.ts";
 import { PROTO_FILES } from "./proto_text.ts";
 
 Deno.test("proto_text.ts embeds exactly the files under proto/ (regenerate with gen_proto_text.ts)", async () => {

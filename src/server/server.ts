@@ -11,10 +11,10 @@
  *
  * @module
  */
-import { type Logger, silentLogger } from "../log.ts";
-import type { Snapshotter } from "../types.ts";
+import { type Logger, silentLogger } from "../util/log.ts";
+import type { Snapshotter } from "../snapshots/types.ts";
 import { createService, DEFAULT_LIST_BATCH, type HandlerOptions } from "./handlers.ts";
-import { type NativeServer, serveNative } from "./native_server.ts";
+import { type NativeServer, serveNative } from "./native/server.ts";
 import { loadSnapshotsProto } from "./proto.ts";
 import {
   finishSocket,

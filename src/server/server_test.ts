@@ -5,16 +5,20 @@
  */
 import assert from "node:assert/strict";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { NotFoundError } from "../errors.ts";
-import { createLogger } from "../log.ts";
-import type { Snapshotter, Timestamp } from "../types.ts";
+import { NotFoundError } from "../util/errors.ts";
+import { createLogger } from "../util/log.ts";
+import type { Snapshotter, Timestamp } from "../snapshots/types.ts";
 import {
   type MemorySnapshotter,
   memorySnapshotter,
   type MemorySnapshotterOptions,
-} from "../../tests/unit/memory_snapshotter.ts";
-import { makeStaleSocket } from "../../tests/unit/socket_fixtures.ts";
-import { connectSnapshots, isServiceError, type SnapshotsClient } from "./client.ts";
+} from "../../testing/memory_snapshotter.ts";
+import { makeStaleSocket } from "../../testing/socket_fixtures.ts";
+import {
+  connectSnapshots,
+  isServiceError,
+  type SnapshotsClient,
+} from "../../testing/snapshots_client.ts";
 import {
   type RunningServer,
   type ServerOptions,
@@ -24,7 +28,7 @@ import {
 } from "./server.ts";
 import { SocketError } from "./socket.ts";
 
-const HANGING_CLIENT = new URL("../../tests/unit/hanging_client.ts", import.meta.url).pathname;
+const HANGING_CLIENT = new URL("../../testing/hanging_client.ts", import.meta.url).pathname;
 
 /** Registers `fn` once per transport: both must behave the same for a grpc-js client. */
 function test(name: string, fn: (transport: Transport) => Promise<void>): void {

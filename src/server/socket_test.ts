@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { makeStaleSocket } from "../../tests/unit/socket_fixtures.ts";
+import { makeStaleSocket } from "../../testing/socket_fixtures.ts";
 import {
   finishSocket,
   isSocketLive,

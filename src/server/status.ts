@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { type ErrorKind, errorKind, errorMessage, KIND_TEXT } from "../errors.ts";
+import { type ErrorKind, errorKind, errorMessage, KIND_TEXT } from "../util/errors.ts";
 import { Code } from "./codes.ts";
 
 /** gRPC status codes by error class. */

@@ -10,7 +10,7 @@ import {
   NotImplementedError,
   SnapshotterError,
   UnavailableError,
-} from "../errors.ts";
+} from "../util/errors.ts";
 import { GRPC_CODE, toRpcStatus } from "./status.ts";
 
 Deno.test("codes are the ones containerd's errdefs turns back into the same class", () => {

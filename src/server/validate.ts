@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { errorKind, errorMessage, InvalidArgumentError } from "../errors.ts";
-import { parseFilters } from "../filters.ts";
-import { applyUpdate, validateKey, validateLabels } from "../labels.ts";
+import { errorKind, errorMessage, InvalidArgumentError } from "../util/errors.ts";
+import { parseFilters } from "../filters/filters.ts";
+import { applyUpdate, validateKey, validateLabels } from "../snapshots/labels.ts";
 import type {
   WireCommitRequest,
   WireKeyRequest,

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { requireKernel } from "../kernel/fixtures.ts";
 import { PROXY_SNAPSHOTTER, startE2eEnv } from "./environment.ts";
-import { connectSnapshots, isServiceError } from "../../src/server/client.ts";
+import { connectSnapshots, isServiceError } from "../../testing/snapshots_client.ts";
 
 const CALLS = 10_000;
 const CONCURRENCY = 16;

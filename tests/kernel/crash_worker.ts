@@ -7,7 +7,7 @@
  * @module
  */
 import { join } from "node:path";
-import { openSnapshotter, type SnapshotterSettings } from "../../src/snapshotter.ts";
+import { openSnapshotter, type SnapshotterSettings } from "../../src/snapshotter/snapshotter.ts";
 import { realStack } from "./snapshot_fixtures.ts";
 import { sh } from "./fixtures.ts";
 

@@ -8,7 +8,7 @@
  * the blocks inside the pool only.
  */
 import assert from "node:assert/strict";
-import { openSnapshotter } from "../../src/snapshotter.ts";
+import { openSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { createTestPool, requireKernel, sh } from "./fixtures.ts";
 import { realStack, testSettings, withMount } from "./snapshot_fixtures.ts";
 

@@ -3,7 +3,7 @@
  * paths, with spawn counts.
  */
 import assert from "node:assert/strict";
-import { Dmsetup } from "../../src/dm/dmsetup.ts";
+import { Dmsetup } from "../../src/dm/dmsetup/dmsetup.ts";
 import { mkfs } from "../../src/dm/mkfs.ts";
 import { mount, umount } from "../../src/dm/mount.ts";
 import { DenoCommandRunner } from "../../src/dm/runner.ts";

@@ -4,9 +4,9 @@
  * printed timing comparison of the two backends.
  */
 import assert from "node:assert/strict";
-import { Dmsetup } from "../../src/dm/dmsetup.ts";
+import { Dmsetup } from "../../src/dm/dmsetup/dmsetup.ts";
 import { INFO_COLUMNS, parseInfoLine } from "../../src/dm/parse.ts";
-import { DmIoctl, DmIoctlUnavailableError } from "../../src/dm/ioctl.ts";
+import { DmIoctl, DmIoctlUnavailableError } from "../../src/dm/ioctl/ioctl.ts";
 import { mkfs } from "../../src/dm/mkfs.ts";
 import { mount, umount } from "../../src/dm/mount.ts";
 import { DenoCommandRunner } from "../../src/dm/runner.ts";

@@ -3,7 +3,7 @@
  * and losetup against the real kernel.
  */
 import assert from "node:assert/strict";
-import { Dmsetup } from "../../src/dm/dmsetup.ts";
+import { Dmsetup } from "../../src/dm/dmsetup/dmsetup.ts";
 import { DmError } from "../../src/dm/errors.ts";
 import { attachLoop, detachLoops, listLoops, loopsOf } from "../../src/dm/losetup.ts";
 import {

@@ -3,9 +3,9 @@
  * pool, and a device that is not a thin-pool.
  */
 import assert from "node:assert/strict";
-import { InvalidArgumentError, UnavailableError } from "../../src/errors.ts";
-import { Dmsetup } from "../../src/dm/dmsetup.ts";
-import { checkPoolHealth, openPool } from "../../src/dm/pool_health.ts";
+import { InvalidArgumentError, UnavailableError } from "../../src/util/errors.ts";
+import { Dmsetup } from "../../src/dm/dmsetup/dmsetup.ts";
+import { checkPoolHealth, openPool } from "../../src/pool/health.ts";
 import { DenoCommandRunner } from "../../src/dm/runner.ts";
 import { devicePath, type PoolStatus, thinTable } from "../../src/dm/types.ts";
 import { createLoopPool, destroyLoopPool, poolStatus } from "../../src/pool/loop_pool.ts";

@@ -3,8 +3,12 @@
  * leftovers, and rollback on failure.
  */
 import assert from "node:assert/strict";
-import { AlreadyExistsError, FailedPreconditionError, NotFoundError } from "../../src/errors.ts";
-import { Dmsetup } from "../../src/dm/dmsetup.ts";
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  NotFoundError,
+} from "../../src/util/errors.ts";
+import { Dmsetup } from "../../src/dm/dmsetup/dmsetup.ts";
 import { listLoops } from "../../src/dm/losetup.ts";
 import { mkfs } from "../../src/dm/mkfs.ts";
 import { mount, umount } from "../../src/dm/mount.ts";
@@ -16,7 +20,7 @@ import {
   loopPoolFiles,
   poolStatus,
 } from "../../src/pool/loop_pool.ts";
-import { parseSize } from "../../src/size.ts";
+import { parseSize } from "../../src/util/size.ts";
 import { dmNames, requireKernel, sh } from "./fixtures.ts";
 
 const MiB = 1024 * 1024;

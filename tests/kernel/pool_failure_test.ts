@@ -13,11 +13,11 @@ import {
   unmount,
   withMount,
 } from "./snapshot_fixtures.ts";
-import { openSnapshotter } from "../../src/snapshotter.ts";
+import { openSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import type { DeviceMapper } from "../../src/dm/types.ts";
-import { DmIoctl } from "../../src/dm/ioctl.ts";
+import { DmIoctl } from "../../src/dm/ioctl/ioctl.ts";
 import type { Formatter } from "../../src/pool/thin_pool.ts";
-import { errorKind } from "../../src/errors.ts";
+import { errorKind } from "../../src/util/errors.ts";
 
 /** The real driver `dm`, with `overrides` in place of its own methods. */
 function withOverrides(dm: DeviceMapper, overrides: Partial<DeviceMapper>): DeviceMapper {

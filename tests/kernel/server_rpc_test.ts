@@ -6,10 +6,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { connectSnapshots, isServiceError } from "../../src/server/client.ts";
+import { connectSnapshots, isServiceError } from "../../testing/snapshots_client.ts";
 import { startServer } from "../../src/server/server.ts";
-import { createLogger } from "../../src/log.ts";
-import { bindNotifyReceiver } from "../unit/notify_receiver.ts";
+import { createLogger } from "../../src/util/log.ts";
+import { bindNotifyReceiver } from "../../testing/notify_receiver.ts";
 import { requireKernel, shTry } from "./fixtures.ts";
 import { createTestSnapshotter, withMount } from "./snapshot_fixtures.ts";
 
@@ -266,7 +266,7 @@ Deno.test("server_rpc: cross-process hammer against the real snapshotter", async
       "run",
       "-A",
       "--no-check",
-      "tests/stress/grpc_client.ts",
+      "testing/stress_client.ts",
       "--address",
       socket,
       "--calls",

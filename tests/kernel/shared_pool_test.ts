@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DmIoctl } from "../../src/dm/ioctl.ts";
-import { type DevmapperSnapshotter, openSnapshotter } from "../../src/snapshotter.ts";
+import { DmIoctl } from "../../src/dm/ioctl/ioctl.ts";
+import { type DevmapperSnapshotter, openSnapshotter } from "../../src/snapshotter/snapshotter.ts";
 import { createTestPool, dmNames, requireKernel } from "./fixtures.ts";
 import { mountAll, realStack, testSettings, unmount, withMount } from "./snapshot_fixtures.ts";
 

@@ -10,12 +10,12 @@ import {
   type DevmapperSnapshotter,
   openSnapshotter,
   type SnapshotterSettings,
-} from "../../src/snapshotter.ts";
-import { Dmsetup } from "../../src/dm/dmsetup.ts";
+} from "../../src/snapshotter/snapshotter.ts";
+import { Dmsetup } from "../../src/dm/dmsetup/dmsetup.ts";
 import { DenoCommandRunner } from "../../src/dm/runner.ts";
 import { createFormatter } from "../../src/pool/formatter.ts";
-import { createLogger } from "../../src/log.ts";
-import type { Mount } from "../../src/types.ts";
+import { createLogger } from "../../src/util/log.ts";
+import type { Mount } from "../../src/snapshots/types.ts";
 
 /** A snapshotter on its own pool; disposing closes it and destroys the pool. */
 export interface TestSnapshotter extends AsyncDisposable {

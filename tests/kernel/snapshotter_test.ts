@@ -13,7 +13,7 @@ import {
   unmount,
   withMount,
 } from "./snapshot_fixtures.ts";
-import { errorKind } from "../../src/errors.ts";
+import { errorKind } from "../../src/util/errors.ts";
 
 async function rejectsKind(p: Promise<unknown>, kind: string, text?: RegExp): Promise<Error> {
   try {

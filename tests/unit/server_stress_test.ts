@@ -28,7 +28,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "dmsnap-stress-" });
     const socket = `${dir}/s.sock`;
     const server = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-check", "tests/stress/memory_server.ts", "--address", socket],
+      args: ["run", "-A", "--no-check", "testing/memory_server.ts", "--address", socket],
       cwd: ROOT,
       stdout: "piped",
       stderr: "piped",
@@ -49,7 +49,7 @@ Deno.test({
           "run",
           "-A",
           "--no-check",
-          "tests/stress/grpc_client.ts",
+          "testing/stress_client.ts",
           "--address",
           socket,
           "--calls",

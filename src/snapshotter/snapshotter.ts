@@ -1,0 +1,694 @@
+/**
+ * The devmapper snapshotter: containerd's snapshot semantics on thin devices, with all
+ * metadata in one SQLite database.
+ *
+ * Crash consistency rests on three rules:
+ * 1. a device row (state `creating`) and the snapshot row that will use it are written in one
+ *    transaction *before* the pool is asked to create the device, and both turn `ready` in one
+ *    transaction after it is active;
+ * 2. a device row turns `deleting` in the same transaction that drops its snapshot, and is
+ *    dropped only *after* the pool deleted the device;
+ * 3. whether a device is active is never stored: at start every ready active/view snapshot is
+ *    (re)activated and every committed one deactivated, from what the kernel reports.
+ * {@linkcode DevmapperSnapshotter.reconcile} finishes or undoes whatever a crash interrupted.
+ *
+ * No lock is held across an `await`: transactions are synchronous, and every decision made
+ * before device-mapper work is checked again inside the transaction that records its result.
+ *
+ * @module
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { Info, Kind, Mount, Snapshotter, Usage } from "../snapshots/types.ts";
+import {
+  AlreadyExistsError,
+  errorMessage,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  SnapshotterError,
+  UnavailableError,
+} from "../util/errors.ts";
+import {
+  type DeviceRecord,
+  type MetadataStore,
+  openStore,
+  type SnapshotRecord,
+} from "../metadata/store.ts";
+import { type Formatter, type FsType, ThinPool } from "../pool/thin_pool.ts";
+import type { DeviceMapper, PoolStatus, TargetStatus } from "../dm/types.ts";
+import { checkPoolHealth, openPool } from "../pool/health.ts";
+import { devicePath } from "../dm/types.ts";
+import { isErrno } from "../dm/errors.ts";
+import { type Logger, silentLogger } from "../util/log.ts";
+import { applyUpdate, validateKey, validateLabels } from "../snapshots/labels.ts";
+import { matchInfo, parseFilters } from "../filters/filters.ts";
+import { type Clock, createClock } from "../sys/clock.ts";
+
+/** Settings of a snapshotter (the config file's keys, parsed). */
+export interface SnapshotterSettings {
+  /** Directory for the metadata database. */
+  rootPath: string;
+  /** dm name of an existing thin-pool. */
+  poolName: string;
+  /** Virtual size of new parentless devices, bytes. */
+  baseImageSize: number;
+  fsType: FsType;
+  /** mkfs extended options (ext4/ext2); "" for the defaults. */
+  fsOptions: string;
+  /** Remove only marks devices; Cleanup deletes them. */
+  asyncRemove: boolean;
+  /** Discard a device's blocks before deleting it. */
+  discardBlocks: boolean;
+  /** Mount active ext4/xfs snapshots with `discard` (online discard). */
+  onlineDiscard?: boolean;
+}
+
+/** Everything {@linkcode openSnapshotter} needs. */
+export interface SnapshotterOptions extends SnapshotterSettings {
+  dm: DeviceMapper;
+  formatter: Formatter;
+  logger?: Logger;
+  clock?: Clock;
+}
+
+/** Per-operation counters, for benchmarks and the spawn budget. */
+export interface OperationStats {
+  count: number;
+  /** Processes spawned by the device-mapper layer during these operations. */
+  spawns: number;
+  totalMs: number;
+}
+
+const KIND_WORD: Record<Kind, string> = { active: "active", view: "view", committed: "committed" };
+
+/**
+ * How long one `dmsetup status` of all devices serves Usage calls and the pool health check
+ * before Prepare/View: at most one status spawn per second however many calls there are.
+ */
+const STATUS_CACHE_MS = 1000;
+
+/** Opens the store, checks the pool, reconciles, and returns a ready snapshotter. */
+export async function openSnapshotter(options: SnapshotterOptions): Promise<DevmapperSnapshotter> {
+  const { status } = await openPool(options.dm, options.poolName); // before anything is written
+  mkdirSync(options.rootPath, { recursive: true, mode: 0o750 });
+  const store = openStore(join(options.rootPath, "metadata.db"));
+  try {
+    const snapshotter = new DevmapperSnapshotter(store, options, status);
+    await snapshotter.reconcile();
+    return snapshotter;
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+}
+
+/** The snapshotter. Create with {@linkcode openSnapshotter}. */
+export class DevmapperSnapshotter implements Snapshotter {
+  readonly pool: ThinPool;
+  readonly #store: MetadataStore;
+  readonly #settings: SnapshotterSettings;
+  readonly #log: Logger;
+  readonly #clock: Clock;
+  readonly #stats = new Map<string, OperationStats>();
+  /** What the reconciliation at start did. */
+  lastReconcile: ReconcileReport | undefined;
+  #statusCache: { at: number; status: Promise<Map<string, TargetStatus[]>> } | undefined;
+  /** The pool's status as last read. */
+  #poolStatus: PoolStatus | undefined;
+  #closed = false;
+
+  /** Use {@linkcode openSnapshotter}. */
+  constructor(store: MetadataStore, options: SnapshotterOptions, poolStatus?: PoolStatus) {
+    this.#store = store;
+    this.#poolStatus = poolStatus;
+    this.#settings = options;
+    this.#log = options.logger ?? silentLogger();
+    this.#clock = options.clock ?? createClock();
+    this.pool = new ThinPool({
+      dm: options.dm,
+      store,
+      poolName: options.poolName,
+      formatter: options.formatter,
+      logger: this.#log,
+      discardBlocks: options.discardBlocks,
+    });
+  }
+
+  /** Counters per operation name since start. */
+  stats(): Record<string, OperationStats> {
+    return Object.fromEntries([...this.#stats].map(([k, v]) => [k, { ...v }]));
+  }
+
+  async #measure<T>(op: string, fields: Record<string, unknown>, fn: () => Promise<T>): Promise<T> {
+    const spawns = this.pool.dm.spawns;
+    const started = performance.now();
+    let error: unknown;
+    try {
+      return await fn();
+    } catch (err) {
+      error = err;
+      throw err;
+    } finally {
+      const ms = performance.now() - started;
+      const used = this.pool.dm.spawns - spawns;
+      const s = this.#stats.get(op) ?? { count: 0, spawns: 0, totalMs: 0 };
+      s.count++;
+      s.spawns += used;
+      s.totalMs += ms;
+      this.#stats.set(op, s);
+      this.#log.debug("snapshot operation", {
+        op,
+        ...fields,
+        spawns: used,
+        ms: Math.round(ms * 10) / 10,
+        error: error === undefined ? undefined : errorMessage(error),
+      });
+    }
+  }
+
+  #info(s: SnapshotRecord): Info {
+    return {
+      name: s.key,
+      parent: s.parentKey,
+      kind: s.kind,
+      created: { ...s.created },
+      updated: { ...s.updated },
+      labels: { ...s.labels },
+    };
+  }
+
+  #mounts(s: SnapshotRecord): Mount[] {
+    const device = this.#store.getDevice(s.thinId);
+    const options: string[] = [];
+    if (s.fsType === "xfs") options.push("nouuid");
+    if (s.kind === "view") options.push("ro");
+    else if (this.#settings.onlineDiscard && s.fsType !== "ext2") options.push("discard");
+    return [{
+      type: s.fsType,
+      source: devicePath(device?.name ?? this.pool.deviceName(s.thinId)),
+      target: "",
+      options,
+    }];
+  }
+
+  #ready(key: string): SnapshotRecord {
+    const s = this.#store.getSnapshot(key);
+    if (!s || s.state !== "ready") throw new NotFoundError(`snapshot "${key}" does not exist`);
+    return s;
+  }
+
+  /** Creates an active snapshot on top of committed `parent` ("" for none). */
+  prepare(key: string, parent: string, labels: Record<string, string> = {}): Promise<Mount[]> {
+    return this.#measure(
+      "prepare",
+      { key, parent },
+      () => this.#create("active", key, parent, labels),
+    );
+  }
+
+  /** Creates a read-only view of committed `parent` ("" for an empty filesystem). */
+  view(key: string, parent: string, labels: Record<string, string> = {}): Promise<Mount[]> {
+    return this.#measure("view", { key, parent }, () => this.#create("view", key, parent, labels));
+  }
+
+  #checkNew(kind: Kind, key: string, parent: string): SnapshotRecord | undefined {
+    if (this.#store.getSnapshot(key)) {
+      throw new AlreadyExistsError(`snapshot "${key}" already exists`);
+    }
+    if (!parent) return undefined;
+    const p = this.#store.getSnapshot(parent);
+    if (!p || p.state !== "ready") {
+      throw new NotFoundError(`parent snapshot "${parent}" does not exist`);
+    }
+    if (p.kind !== "committed") {
+      throw new InvalidArgumentError(
+        `cannot create ${
+          KIND_WORD[kind]
+        } snapshot "${key}": parent "${parent}" is not a committed snapshot`,
+      );
+    }
+    return p;
+  }
+
+  async #create(
+    kind: Kind,
+    key: string,
+    parent: string,
+    labels: Record<string, string>,
+  ): Promise<Mount[]> {
+    this.#open();
+    validateKey(key, "key");
+    if (parent) validateKey(parent, "parent");
+    validateLabels(labels);
+    const p = this.#checkNew(kind, key, parent);
+    await this.#checkPoolHealth(`cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
+    const fsType = (p?.fsType ?? this.#settings.fsType) as FsType;
+    const sizeBytes = p?.sizeBytes ?? this.#settings.baseImageSize;
+    const originId = p ? p.thinId : (await this.#template(fsType, sizeBytes)).thinId;
+    const created = this.#clock.now();
+    const reserved = this.#store.transaction(() => {
+      const again = this.#checkNew(kind, key, parent);
+      const device = this.pool.reserve({
+        origin: { kind: "snapshot", originId },
+        sizeBytes,
+        fsType,
+      });
+      const id = this.#store.insertSnapshot({
+        key,
+        kind,
+        state: "creating",
+        parentId: again?.id ?? null,
+        thinId: device.thinId,
+        fsType,
+        sizeBytes,
+        created,
+        labels,
+      });
+      return { device, id };
+    });
+    let device: DeviceRecord;
+    try {
+      device = await this.pool.materialize(reserved.device);
+    } catch (err) {
+      await this.#undoCreate(reserved.id);
+      throw await this.#explain(err, `cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
+    }
+    this.#store.transaction(() => {
+      this.#store.setDeviceState(device.thinId, "ready");
+      this.#store.setSnapshotReady(reserved.id);
+    });
+    return this.#mounts(this.#ready(key));
+  }
+
+  #template(fsType: FsType, sizeBytes: number): Promise<DeviceRecord> {
+    return this.pool.template(fsType, this.#settings.fsOptions, sizeBytes).catch(async (err) => {
+      throw await this.#explain(err, `cannot create the ${fsType} template device`);
+    });
+  }
+
+  /** Drops a snapshot row still `creating` and deletes its device. */
+  async #undoCreate(id: number): Promise<void> {
+    const s = this.#store.getSnapshotById(id);
+    if (!s) return;
+    const device = this.#store.getDevice(s.thinId);
+    this.#store.deleteSnapshot(id);
+    if (!device) return;
+    try {
+      await this.pool.destroy(device);
+    } catch (err) {
+      this.#log.warn("cannot undo a failed device; it is finished at the next start", {
+        thin_id: device.thinId,
+        error: err,
+      });
+    }
+  }
+
+  /** Turns a device-mapper failure into a clear error, checking the pool's health. */
+  async #explain(err: unknown, what: string): Promise<Error> {
+    if (err instanceof SnapshotterError || !(err instanceof Error)) return err as Error;
+    try {
+      await this.pool.checkHealth();
+    } catch (problem) {
+      return new UnavailableError(`${what}: ${errorMessage(problem)}`, { cause: err });
+    }
+    if (isErrno(err, "ENOSPC")) {
+      return new UnavailableError(`${what}: pool "${this.pool.poolName}" is out of space`, {
+        cause: err,
+      });
+    }
+    return new Error(`${what}: ${err.message}`, { cause: err });
+  }
+
+  /** The mounts of an active snapshot or view. */
+  mounts(key: string): Promise<Mount[]> {
+    return this.#measure("mounts", { key }, () => {
+      this.#open();
+      validateKey(key, "key");
+      const s = this.#ready(key);
+      if (s.kind === "committed") {
+        throw new FailedPreconditionError(
+          `snapshot "${key}" is committed: only active snapshots and views have mounts`,
+        );
+      }
+      return Promise.resolve(this.#mounts(s));
+    });
+  }
+
+  /** Commits active snapshot `key` as `name`. */
+  commit(
+    name: string,
+    key: string,
+    labels: Record<string, string> = {},
+    parent = "",
+  ): Promise<void> {
+    return this.#measure("commit", { key, name }, async () => {
+      this.#open();
+      validateKey(name, "name");
+      validateKey(key, "key");
+      validateLabels(labels);
+      const check = () => {
+        const s = this.#ready(key);
+        if (s.kind !== "active") {
+          throw new FailedPreconditionError(
+            `cannot commit snapshot "${key}": it is a ${KIND_WORD[s.kind]} snapshot, not active`,
+          );
+        }
+        if (parent && parent !== s.parentKey) {
+          throw new InvalidArgumentError(
+            `cannot commit snapshot "${key}" with parent "${parent}": its parent is "${s.parentKey}" and devmapper cannot rebase`,
+          );
+        }
+        if (this.#store.getSnapshot(name)) {
+          throw new AlreadyExistsError(`snapshot "${name}" already exists`);
+        }
+        return s;
+      };
+      const s = check();
+      const device = this.#store.getDevice(s.thinId)!;
+      const usageBytes = await this.#activeMappedBytes(device);
+      const time = this.#clock.now();
+      this.#store.transaction(() => {
+        check();
+        this.#store.commitSnapshot(s.id, { name, labels, time, usageBytes });
+      });
+      // The device is not needed until a child snapshots it. Deferred: a still-mounted
+      // filesystem (containerd 1.6 commits while mounted) keeps working until unmounted.
+      await this.pool.deactivate(device, { deferred: true }).catch((error) =>
+        this.#log.warn("cannot deactivate committed device; retried at next start", {
+          device: device.name,
+          error,
+        })
+      );
+    });
+  }
+
+  async #activeMappedBytes(device: DeviceRecord): Promise<number> {
+    try {
+      return await this.pool.mappedBytes(device);
+    } catch (err) {
+      if (!isErrno(err, "ENXIO") && !isErrno(err, "ENODEV")) throw err;
+      await this.pool.activate(device); // deactivated by a crash between steps
+      return await this.pool.mappedBytes(device);
+    }
+  }
+
+  /** Removes a snapshot of any kind that has no children. */
+  remove(key: string): Promise<void> {
+    return this.#measure("remove", { key }, async () => {
+      this.#open();
+      validateKey(key, "key");
+      const check = () => {
+        const s = this.#ready(key);
+        if (this.#store.hasChildren(s.id)) {
+          throw new FailedPreconditionError(
+            `cannot remove snapshot "${key}": it has children; remove them first`,
+          );
+        }
+        return s;
+      };
+      const s = check();
+      const device = this.#store.getDevice(s.thinId)!;
+      if (!this.#settings.asyncRemove) {
+        try {
+          await this.pool.deactivate(device);
+        } catch (err) {
+          if (isErrno(err, "EBUSY")) {
+            throw new FailedPreconditionError(
+              `cannot remove snapshot "${key}": device ${device.name} is busy (still mounted?)`,
+              { cause: err },
+            );
+          }
+          throw err;
+        }
+      }
+      try {
+        this.#store.transaction(() => {
+          const again = check();
+          this.#store.deleteSnapshot(again.id);
+          this.#store.setDeviceState(device.thinId, "deleting");
+        });
+      } catch (err) {
+        if (s.kind !== "committed") await this.pool.activate(device).catch(() => {});
+        throw err;
+      }
+      if (this.#settings.asyncRemove) return;
+      await this.pool.destroy({ ...device, state: "deleting" }).catch((error) =>
+        this.#log.warn("device of removed snapshot not deleted yet; Cleanup retries", {
+          device: device.name,
+          error,
+        })
+      );
+    });
+  }
+
+  /** Info of a snapshot. */
+  stat(key: string): Promise<Info> {
+    return this.#measure("stat", { key }, () => {
+      this.#open();
+      validateKey(key, "key");
+      return Promise.resolve(this.#info(this.#ready(key)));
+    });
+  }
+
+  /** Updates labels as directed by field-mask `paths`. */
+  update(info: Pick<Info, "name" | "labels"> & Partial<Info>, paths: string[]): Promise<Info> {
+    return this.#measure("update", { key: info.name }, () => {
+      this.#open();
+      validateKey(info.name, "key");
+      const s = this.#ready(info.name);
+      const labels = applyUpdate(s.labels, { name: info.name, labels: info.labels, paths });
+      validateLabels(labels);
+      const updated = this.#clock.now();
+      this.#store.transaction(() => {
+        const again = this.#ready(info.name);
+        this.#store.updateLabels(again.id, labels, updated);
+      });
+      return Promise.resolve(this.#info(this.#ready(info.name)));
+    });
+  }
+
+  /** Bytes used by the snapshot itself, excluding what its parent had at commit. */
+  usage(key: string): Promise<Usage> {
+    return this.#measure("usage", { key }, async () => {
+      this.#open();
+      validateKey(key, "key");
+      const s = this.#ready(key);
+      const parentBytes = s.parentId === null
+        ? 0
+        : this.#store.getSnapshotById(s.parentId)?.usageBytes ?? 0;
+      let bytes = s.usageBytes;
+      if (s.kind !== "committed") {
+        const name = this.#store.getDevice(s.thinId)?.name ?? this.pool.deviceName(s.thinId);
+        const line = (await this.#deviceStatus()).get(name)?.[0];
+        if (line && "mappedSectors" in line) bytes = line.mappedSectors * 512;
+        else bytes = await this.pool.mappedBytes({ name });
+      }
+      return { size: Math.max(0, bytes - parentBytes), inodes: s.usageInodes };
+    });
+  }
+
+  /** Status of all dm devices, shared for {@link STATUS_CACHE_MS}. */
+  #deviceStatus(): Promise<Map<string, TargetStatus[]>> {
+    const now = performance.now();
+    if (!this.#statusCache || now - this.#statusCache.at > STATUS_CACHE_MS) {
+      const status = this.pool.dm.statusAll();
+      status.then(
+        (all) => {
+          const line = all.get(this.pool.poolName)?.[0];
+          this.#poolStatus = line?.target === "thin-pool" ? line as PoolStatus : undefined;
+        },
+        () => (this.#statusCache = undefined),
+      );
+      this.#statusCache = { at: now, status };
+    }
+    return this.#statusCache.status;
+  }
+
+  /** The pool's status, read now (refreshes what the health check before Prepare uses). */
+  async poolStatus(): Promise<PoolStatus> {
+    this.#statusCache = undefined;
+    await this.#deviceStatus();
+    if (!this.#poolStatus) throw new UnavailableError(`pool "${this.pool.poolName}" not found`);
+    return this.#poolStatus;
+  }
+
+  /**
+   * Refuses new devices on a failed, read-only, full or unchecked pool. A healthy last status
+   * (read at start, by Usage, or by the background refresh this starts when it is older than
+   * a second) is trusted, so the check adds no spawn to Prepare; an unhealthy one is read
+   * again before refusing, so a pool that recovered is used at once.
+   */
+  async #checkPoolHealth(what: string): Promise<void> {
+    if (performance.now() - (this.#statusCache?.at ?? -Infinity) > STATUS_CACHE_MS) {
+      this.#deviceStatus().catch(() => {}); // refresh in the background
+    }
+    const check = (status: PoolStatus | undefined) => {
+      if (status) checkPoolHealth(status, this.pool.poolName);
+    };
+    try {
+      check(this.#poolStatus);
+    } catch {
+      try {
+        check(await this.poolStatus());
+      } catch (err) {
+        throw new UnavailableError(`${what}: ${errorMessage(err)}`, { cause: err });
+      }
+    }
+  }
+
+  /** Snapshots matching any of `filters`. */
+  list(filters: string[]): Promise<Info[]> {
+    return this.#measure("list", {}, () => {
+      this.#open();
+      const filter = parseFilters(filters);
+      const infos = this.#store.listSnapshots().map((s) => this.#info(s));
+      return Promise.resolve(infos.filter((info) => matchInfo(filter, info)));
+    });
+  }
+
+  /** Deletes devices of removed snapshots that are still in the pool. */
+  cleanup(): Promise<void> {
+    return this.#measure("cleanup", {}, async () => {
+      this.#open();
+      const failures: string[] = [];
+      for (const device of this.#store.listDevices("deleting")) {
+        try {
+          await this.pool.destroy(device);
+        } catch (err) {
+          failures.push(`${device.name}: ${errorMessage(err)}`);
+        }
+      }
+      if (failures.length > 0) {
+        throw new FailedPreconditionError(
+          `cleanup could not remove ${failures.length} device(s): ${failures.join("; ")}`,
+        );
+      }
+    });
+  }
+
+  /**
+   * Finishes what a crash interrupted and brings device activation in line with the
+   * records. Runs at start, before serving. Returns what it did.
+   */
+  reconcile(): Promise<ReconcileReport> {
+    return this.#measure("reconcile", {}, async () => {
+      const report: ReconcileReport = {
+        undone: [],
+        deleted: [],
+        activated: [],
+        deactivated: [],
+        missing: [],
+        busy: [],
+        foreign: [],
+      };
+      // 1. snapshots whose creation never finished: drop them (Prepare never returned).
+      for (const s of this.#store.listSnapshots("creating")) {
+        this.#store.deleteSnapshot(s.id);
+        report.undone.push(s.key);
+      }
+      const active = await this.pool.activeDevices();
+      // 2. devices half-created or half-deleted: delete them.
+      const pending = [
+        ...this.#store.listDevices("creating"),
+        ...this.#store.listDevices("deleting"),
+      ];
+      for (const device of pending) {
+        try {
+          await this.pool.destroy(device);
+          report.deleted.push(device.thinId);
+        } catch (err) {
+          if (!isErrno(err, "EBUSY")) throw err;
+          report.busy.push(device.name);
+        }
+      }
+      // 3. templates of earlier settings: garbage once the configuration changed.
+      const settings = this.#settings;
+      report.deleted.push(
+        ...await this.pool.dropTemplatesExcept(
+          settings.fsType,
+          settings.fsOptions,
+          settings.baseImageSize,
+        ),
+      );
+      // 4. activation follows the records.
+      const wanted = new Set<string>();
+      for (const s of this.#store.listSnapshots()) {
+        const device = this.#store.getDevice(s.thinId);
+        if (!device) {
+          report.missing.push(s.key);
+          continue;
+        }
+        if (s.kind === "committed") continue;
+        wanted.add(device.name);
+        if (active.has(device.name)) continue;
+        try {
+          await this.pool.activate(device);
+          report.activated.push(device.name);
+        } catch (err) {
+          this.#log.error("cannot activate the device of a snapshot", {
+            key: s.key,
+            device: device.name,
+            error: err,
+          });
+          report.missing.push(s.key);
+        }
+      }
+      for (const [name, info] of active) {
+        if (wanted.has(name) || pending.some((d) => d.name === name)) continue;
+        const thinId = this.pool.thinIdOf(name);
+        const device = thinId === undefined ? undefined : this.#store.getDevice(thinId);
+        if (!device || device.state === "foreign") {
+          // another instance sharing the pool (its ids are "foreign" here), or a wiped root
+          report.foreign.push(name);
+          continue;
+        }
+        try {
+          await this.pool.deactivate({ name }, { deferred: info.openCount > 0 });
+          report.deactivated.push(name);
+        } catch (err) {
+          report.busy.push(name);
+          this.#log.warn("cannot deactivate device", { device: name, error: err });
+        }
+      }
+      this.#log.info("reconciled metadata with the pool", { ...report });
+      this.lastReconcile = report;
+      return report;
+    });
+  }
+
+  #open(): void {
+    if (this.#closed) throw new UnavailableError("snapshotter is closed");
+  }
+
+  /** Waits for a background status read, then closes the database; idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#statusCache?.status.catch(() => {});
+    this.#store.close();
+    this.#clock.close?.();
+    this.pool.dm.close?.();
+  }
+}
+
+/** What {@linkcode DevmapperSnapshotter.reconcile} did. */
+export interface ReconcileReport {
+  /** Keys of snapshots whose creation a crash interrupted (dropped). */
+  undone: string[];
+  /** Thin ids deleted from the pool (half-created or half-deleted devices, old templates). */
+  deleted: number[];
+  /** Devices activated for active snapshots and views. */
+  activated: string[];
+  /** Devices deactivated (committed snapshots, templates, strays). */
+  deactivated: string[];
+  /** Snapshots whose device is missing or cannot be activated. */
+  missing: string[];
+  /** Devices still open, left for later. */
+  busy: string[];
+  /**
+   * Active devices named like ours that this store has no row of its own for: another
+   * instance's on a shared pool (or left by a wiped `root_path`). Left alone.
+   */
+  foreign: string[];
+}
