@@ -104,6 +104,11 @@ export interface DeviceMapper {
   info(name: string): Promise<DeviceInfo | undefined>;
   /** Info of every device, in one call. */
   infoAll(): Promise<Map<string, DeviceInfo>>;
+  /**
+   * True when a device called `name` exists, including one whose deferred removal is pending
+   * (its node may be gone already). Cheap: no process is spawned.
+   */
+  isActive(name: string): Promise<boolean>;
   /** Status lines of one device (a thin or pool device has exactly one). Throws ENXIO if missing. */
   status(name: string): Promise<TargetStatus[]>;
   /** Status of every device of a target type (e.g. `thin`), in one call, keyed by name. */

@@ -12,9 +12,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.ts";
 import type { Kind, Timestamp } from "../snapshots/types.ts";
-import { MAX_THIN_ID } from "../dm/thin_messages.ts";
-
-export { MAX_THIN_ID };
 
 /** What a device row is for. */
 export type DeviceRole = "snapshot" | "template" | "foreign";
@@ -144,14 +141,17 @@ export class MetadataStore {
     }
   }
 
-  /** Takes the next thin id from the durable counter; never hands one out twice. */
-  allocateThinId(): number {
+  /**
+   * Takes the next thin id from the durable counter; never hands one out twice. Ids above
+   * `maxId` (the pool's limit) are refused.
+   */
+  allocateThinId(maxId: number = Number.MAX_SAFE_INTEGER): number {
     return this.transaction(() => {
       const row = this.#sql("SELECT value FROM settings WHERE key = 'next_thin_id'")
         .get() as Row;
       const id = Number(row.value);
-      if (id > MAX_THIN_ID) {
-        throw new MetadataError(`Cannot allocate a thin id: all ${MAX_THIN_ID} ids used`);
+      if (id > maxId) {
+        throw new MetadataError(`Cannot allocate a thin id: all ${maxId} ids used`);
       }
       this.#sql("UPDATE settings SET value = ? WHERE key = 'next_thin_id'").run(
         String(id + 1),

@@ -14,6 +14,7 @@
 import type { DeviceInfo, DeviceMapper, PoolStatus } from "../dm/types.ts";
 import { devicePath, thinTable } from "../dm/types.ts";
 import { isErrno } from "../dm/errors.ts";
+import { MAX_THIN_ID } from "../dm/thin_messages.ts";
 import type { FsType } from "../dm/mkfs.ts";
 import { checkPoolHealth } from "./health.ts";
 import type { DeviceRecord, MetadataStore } from "../metadata/store.ts";
@@ -62,8 +63,6 @@ export class ThinPool {
   /** The last snapshot of an active origin queued, by origin thin id. */
   readonly #originTurns = new Map<number, Promise<void>>();
   readonly #idAttempts: number;
-  /** `major:minor` of devices seen active, by name (see {@linkcode ThinPool.isActive}). */
-  readonly #numbers = new Map<string, string>();
   /** In-flight template builds, by template key (instance state). */
   readonly #templates = new Map<string, Promise<DeviceRecord>>();
 
@@ -107,7 +106,7 @@ export class ThinPool {
     role?: "snapshot" | "template";
     templateKey?: string;
   }): DeviceRecord {
-    const thinId = this.store.allocateThinId();
+    const thinId = this.store.allocateThinId(MAX_THIN_ID);
     const device: DeviceRecord = {
       thinId,
       name: this.deviceName(thinId),
@@ -213,7 +212,7 @@ export class ThinPool {
 
   #moveToFreshId(device: DeviceRecord): DeviceRecord {
     return this.store.transaction(() => {
-      const thinId = this.store.allocateThinId();
+      const thinId = this.store.allocateThinId(MAX_THIN_ID);
       const moved: DeviceRecord = { ...device, thinId, name: this.deviceName(thinId) };
       this.store.markDeviceForeign(device.thinId);
       this.store.insertDevice(moved);
@@ -235,7 +234,6 @@ export class ThinPool {
         thinTable(this.poolName, device.thinId, device.sizeBytes),
         options,
       );
-      await this.#remember(device.name);
     } catch (err) {
       // EBUSY: a device of that name exists already; fine if it is ours and live.
       if (isErrno(err, "EBUSY") && await this.isActive(device.name)) return;
@@ -312,47 +310,16 @@ export class ThinPool {
     return "mappedSectors" in thin ? thin.mappedSectors * 512 : 0;
   }
 
-  /**
-   * True when a dm device called `name` exists, checked through sysfs without a spawn. The
-   * device number comes from `/dev/mapper/<name>` or, when the node is gone (a deferred
-   * removal that is still pending deletes the node at once), from the number remembered when
-   * the device was activated or listed.
-   */
-  async isActive(name: string): Promise<boolean> {
-    let number = this.#numbers.get(name);
-    try {
-      const rdev = (await Deno.stat(devicePath(name))).rdev;
-      if (rdev) number = deviceNumber(rdev);
-    } catch {
-      // no node: rely on the remembered number
-    }
-    if (!number) return false;
-    try {
-      const text = await Deno.readTextFile(`/sys/dev/block/${number}/dm/name`);
-      if (text.trim() === name) return true;
-    } catch {
-      // no such device any more
-    }
-    this.#numbers.delete(name);
-    return false;
-  }
-
-  async #remember(name: string): Promise<void> {
-    try {
-      const rdev = (await Deno.stat(devicePath(name))).rdev;
-      if (rdev) this.#numbers.set(name, deviceNumber(rdev));
-    } catch {
-      // the dm layer guarantees the node; nothing to remember otherwise
-    }
+  /** True when a dm device called `name` exists (a pending deferred removal counts). */
+  isActive(name: string): Promise<boolean> {
+    return this.dm.isActive(name);
   }
 
   /** Info of every active dm device whose name belongs to this pool's devices. */
   async activeDevices(): Promise<Map<string, DeviceInfo>> {
     const all = await this.dm.infoAll();
     const prefix = `${this.poolName}-dms-`;
-    const ours = new Map([...all].filter(([name]) => name.startsWith(prefix)));
-    for (const [name, info] of ours) this.#numbers.set(name, `${info.major}:${info.minor}`);
-    return ours;
+    return new Map([...all].filter(([name]) => name.startsWith(prefix)));
   }
 
   /**
@@ -443,11 +410,4 @@ export class ThinPool {
 /** The key of the template device for `(fsType, fsOptions, sizeBytes)`. */
 function templateKey(fsType: FsType, fsOptions: string, sizeBytes: number): string {
   return `${fsType}|${fsOptions}|${sizeBytes}`;
-}
-
-/** `major:minor` of a Linux device number (`st_rdev`). */
-export function deviceNumber(rdev: number): string {
-  const major = (Math.floor(rdev / 256) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
-  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
-  return `${major}:${minor}`;
 }

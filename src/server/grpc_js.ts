@@ -25,8 +25,8 @@ import {
   type UnaryMethod,
 } from "./handlers.ts";
 import { loadSnapshotsProto, type WireListRequest, type WireListResponse } from "./proto.ts";
-import { type Listening, MAX_MESSAGE_BYTES } from "./server.ts";
 import { SocketError } from "./socket.ts";
+import { type Listening, MAX_MESSAGE_BYTES } from "./transport.ts";
 
 /** Serves `handlers` with `@grpc/grpc-js` on the unix socket `path`. */
 export async function listenGrpcJs(path: string, handlers: HandlerOptions): Promise<Listening> {

@@ -1,6 +1,6 @@
 /**
  * The gRPC proxy-snapshotter server on a unix socket, over one of two transports:
- * `native` (default: this project's HTTP/2 stack in `h2/`, see `native_server.ts`) or
+ * `native` (default: this project's HTTP/2 stack, see `native/server.ts`) or
  * `grpc-js` (`@grpc/grpc-js` over `node:http2`). Both serve the same handlers.
  *
  * ```ts
@@ -24,9 +24,8 @@ import {
   type SocketIdentity,
   socketPath,
 } from "./socket.ts";
+import { type Listening, MAX_MESSAGE_BYTES } from "./transport.ts";
 
-/** Largest message accepted or sent (containerd's client uses 16 MiB). */
-export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 /** Default bound on waiting for in-flight calls at shutdown. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 
@@ -65,17 +64,6 @@ export interface RunningServer {
   close(): Promise<void>;
   /** Resolves when close() has finished. */
   readonly closed: Promise<void>;
-}
-
-/** A listening transport, reduced to what shutdown needs. */
-export interface Listening {
-  /**
-   * Waits up to `timeoutMs` for in-flight calls, then cuts off whatever is left. Resolves
-   * true when everything finished in time.
-   */
-  drain(timeoutMs: number): Promise<boolean>;
-  /** Stops at once. */
-  force(): void;
 }
 
 function listenNative(path: string, handlers: HandlerOptions): Listening {

@@ -7,13 +7,9 @@
 /** Snapshot kinds (containerd's numbering on the wire: view 1, active 2, committed 3). */
 export type Kind = "view" | "active" | "committed";
 
-/** A wall-clock instant with nanosecond precision, as in `google.protobuf.Timestamp`. */
-export interface Timestamp {
-  /** Whole seconds since the Unix epoch (UTC). */
-  seconds: number;
-  /** 0..999,999,999. */
-  nanos: number;
-}
+import type { Timestamp } from "../sys/clock.ts";
+
+export type { Timestamp };
 
 /** containerd's `snapshots.Info`. */
 export interface Info {

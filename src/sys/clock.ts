@@ -23,7 +23,13 @@
  * @module
  */
 
-import type { Timestamp } from "../snapshots/types.ts";
+/** A wall-clock instant with nanosecond precision, as in `google.protobuf.Timestamp`. */
+export interface Timestamp {
+  /** Whole seconds since the Unix epoch (UTC). */
+  seconds: number;
+  /** 0..999,999,999. */
+  nanos: number;
+}
 
 const NS_PER_SECOND = 1_000_000_000;
 const NS_PER_MS = 1_000_000;

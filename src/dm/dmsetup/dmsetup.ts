@@ -25,6 +25,7 @@ import {
   parseVersion,
 } from "../parse.ts";
 import type { CommandRunner } from "../runner.ts";
+import { SysfsActivity } from "../active.ts";
 import {
   type DeviceInfo,
   type DeviceMapper,
@@ -113,6 +114,7 @@ export class Dmsetup implements DeviceMapper {
   readonly #busyBackoffMs: number;
   readonly #timeoutMs: number;
   readonly #nodeExists: (path: string) => Promise<boolean>;
+  readonly #activity = new SysfsActivity();
 
   /** Creates the backend. */
   constructor(options: DmsetupOptions) {
@@ -172,7 +174,14 @@ export class Dmsetup implements DeviceMapper {
   /** `dmsetup info -c` of every device, one spawn. */
   async infoAll(): Promise<Map<string, DeviceInfo>> {
     const out = await this.#run(INFO_ARGS);
-    return parseInfoAll(out);
+    const all = parseInfoAll(out);
+    for (const [name, info] of all) this.#activity.remember(name, info.major, info.minor);
+    return all;
+  }
+
+  /** From the node and sysfs, no spawn (see `src/dm/active.ts`). */
+  isActive(name: string): Promise<boolean> {
+    return this.#activity.isActive(name);
   }
 
   /** `dmsetup status <name>`; ENXIO when missing. */
@@ -206,7 +215,7 @@ export class Dmsetup implements DeviceMapper {
     args.push("--table", table);
     await this.#run(args);
     const path = devicePath(name);
-    if (await this.#nodeExists(path)) return;
+    if (await this.#nodeExists(path)) return await this.#activity.rememberNode(name);
     this.#logger.debug("device node missing after create, running mknodes", { name });
     await this.#run(["mknodes", name]);
     if (!(await this.#nodeExists(path))) {
@@ -218,6 +227,7 @@ export class Dmsetup implements DeviceMapper {
         message: `Cannot create device node "${path}": still missing after dmsetup mknodes`,
       });
     }
+    await this.#activity.rememberNode(name);
   }
 
   /** `dmsetup reload <name> --table <table>`. */
@@ -284,5 +294,3 @@ export class Dmsetup implements DeviceMapper {
     await this.message(pool, 0, deleteThinMessage(id));
   }
 }
-
-export { MAX_THIN_ID } from "../thin_messages.ts";

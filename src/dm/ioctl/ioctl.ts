@@ -332,6 +332,11 @@ export class DmIoctl implements DeviceMapper, Disposable {
     });
   }
 
+  /** One DEV_STATUS: a device whose deferred removal is pending still answers. */
+  async isActive(name: string): Promise<boolean> {
+    return (await this.info(name)) !== undefined;
+  }
+
   #listDevices(): string[] {
     const { payload } = this.#ioctlData("LIST_DEVICES", {}, []);
     return decodeNameList(payload).map((e) => e.name);
