@@ -6,10 +6,16 @@
  * @module
  */
 import denoJson from "../../deno.json" with { type: "json" };
-import { type Config, ConfigError } from "../config/config.ts";
+import {
+  type Config,
+  CONFIG_KEYS,
+  ConfigError,
+  type ConfigKey,
+  configValue,
+} from "../config/config.ts";
 import { defaultConfigToml } from "../config/default_toml.ts";
 import { errorMessage } from "../util/errors.ts";
-import { createLogger, isLevel, type Level, type Logger } from "../util/log.ts";
+import { createLogger, type Logger } from "../util/log.ts";
 import type { RunningServer } from "../server/server.ts";
 import { formatSize } from "../util/size.ts";
 import { configFlagHelp, configFlagOptions, loadConfigFromFlags } from "./config_flags.ts";
@@ -58,12 +64,12 @@ Run '${PROGRAM} <command> --help' for a command's flags.
 const SERVE_HELP = `Usage: ${PROGRAM} serve [flags]
 
 Serve containerd's snapshots API (containerd.services.snapshots.v1) on a unix socket. containerd
-config: [proxy_plugins.devmapper-ts] type = "snapshot", address = "<socket>".
+config: [proxy_plugins.dmsnap] type = "snapshot", address = "<socket>" (any name but
+"devmapper", which is containerd's built-in snapshotter).
 SIGTERM/SIGINT: stop accepting, finish in-flight calls, close the database, remove the socket.
 
 Flags (override the config file):
 ${configFlagHelp()}
-  -h, --help               show this help
 `;
 
 const CONFIG_HELP = `Usage: ${PROGRAM} config <check|default> [flags]
@@ -73,37 +79,25 @@ const CONFIG_HELP = `Usage: ${PROGRAM} config <check|default> [flags]
 
 Flags of 'config check':
 ${configFlagHelp()}
-  -h, --help               show this help
 `;
 
 const VERSION_HELP = `Usage: ${PROGRAM} version\n\nPrint the version.\n`;
 
 const COMMANDS = ["serve", "pool", "config", "version", "help"];
 
-function levelFromFlags(values: Record<string, unknown>): Level {
-  const v = values["log-level"];
-  return typeof v === "string" && isLevel(v) ? v : "info";
-}
-
-/** The effective configuration as TOML-like lines (for `config check`). */
+/** The effective configuration as TOML-like lines, keys in CONFIG_KEYS order (`config check`). */
 export function describeConfig(config: Config, file: string | undefined): string {
   const q = JSON.stringify;
-  return [
+  const lines = [
     `# effective configuration (${file ? `file ${file}` : "no config file; defaults"} + flags)`,
-    `pool_name = ${q(config.poolName)}`,
-    `root_path = ${q(config.rootPath)}`,
-    `base_image_size = ${q(formatSize(config.baseImageSize))} # ${config.baseImageSize} bytes`,
-    `fs_type = ${q(config.fsType)}`,
-    `fs_options = ${q(config.fsOptions)}`,
-    `async_remove = ${config.asyncRemove}`,
-    `discard_blocks = ${config.discardBlocks}`,
-    `online_discard = ${config.onlineDiscard}`,
-    `dm_backend = ${q(config.dmBackend)}`,
-    `grpc_transport = ${q(config.grpcTransport)}`,
-    `address = ${q(config.address)}`,
-    `log_level = ${q(config.logLevel)}`,
-    "",
-  ].join("\n");
+  ];
+  for (const key of Object.keys(CONFIG_KEYS) as ConfigKey[]) {
+    const value = configValue(config, key);
+    if (CONFIG_KEYS[key].type === "size") {
+      lines.push(`${key} = ${q(formatSize(Number(value)))} # ${value} bytes`);
+    } else lines.push(`${key} = ${typeof value === "string" ? q(value) : value}`);
+  }
+  return lines.join("\n") + "\n";
 }
 
 async function runServe(args: string[], o: CliOptions, out: (t: string) => void): Promise<number> {
@@ -181,13 +175,11 @@ export async function runCli(args: string[], o: CliOptions = {}): Promise<number
         return await runServe(rest, o, out);
       case "config":
         return await runConfig(rest, o, out);
-      case "pool": {
-        const level = levelFromFlags({});
+      case "pool":
         return await runPoolCommand(rest, {
-          logger: createLogger({ level, write: o.logWrite }),
+          logger: (level) => createLogger({ level, write: o.logWrite }),
           stdout: out,
         });
-      }
       default:
         throw new UsageError(
           `unknown command '${command}' (use ${COMMANDS.slice(0, 4).join(", ")})`,

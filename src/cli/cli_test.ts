@@ -117,6 +117,12 @@ Deno.test("--help works for every command and exits 0", async () => {
   for (const flag of ["--config", "--address", "--pool-name", "--[no-]async-remove"]) {
     assert.ok(serveHelp.includes(flag), flag);
   }
+  // the plugin name of README.md and deploy/containerd-proxy-plugin.toml
+  const deployed = await Deno.readTextFile(`${ROOT}deploy/containerd-proxy-plugin.toml`);
+  const plugin = /^\[proxy_plugins\.([\w-]+)\]$/m.exec(deployed)?.[1];
+  assert.equal(plugin, "dmsnap");
+  assert.ok(serveHelp.includes(`[proxy_plugins.${plugin}] type = "snapshot"`), serveHelp);
+  assert.ok((await run(["pool", "--help"])).out.includes("--log-level LEVEL"));
 });
 
 Deno.test("version prints the deno.json version", async () => {
@@ -324,6 +330,30 @@ Deno.test("`deno run -A main.ts serve --config FILE --address SOCKET` parses and
     assert.ok(err.includes(pool), err);
     await assert.rejects(Deno.lstat(`${dir}/s.sock`), Deno.errors.NotFound);
   });
+});
+
+Deno.test("pool commands log at the level --log-level names", async () => {
+  const missing = `dmsnap-cli-missing-${Date.now()}`;
+  const status = async (...flags: string[]) => {
+    const lines: string[] = [];
+    const r = await run(["pool", "status", "--name", missing, ...flags], {
+      logWrite: (line) => lines.push(line),
+    });
+    assert.equal(r.code, 1, "no such pool on this host");
+    assert.ok(r.err.includes(missing), r.err);
+    return lines;
+  };
+  // every spawn is traced (or its failure, where dmsetup is not installed)
+  const traced = await status("--log-level", "trace");
+  assert.ok(traced.some((l) => /level=trace msg="spawn/.test(l)), traced.join(""));
+  const quiet = await status();
+  assert.ok(!quiet.some((l) => /level=(trace|debug)/.test(l)), quiet.join(""));
+  assert.deepEqual(await status("--log-level", "error"), []);
+  await usageError(
+    ["pool", "status", "--log-level", "loud"],
+    /pool status: --log-level: unknown level "loud" \(use trace, debug, info, warn, error\)/,
+  );
+  await usageError(["pool", "destroy", "--log-level"], /pool destroy: .*argument missing/);
 });
 
 Deno.test("pool create's default metadata size is data/64 within dm-thin's limits", () => {

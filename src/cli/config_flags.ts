@@ -1,12 +1,14 @@
 /**
  * Command-line flags that override config keys (`--pool-name`, `--address`, ...), shared by
- * `serve` and `config check`.
+ * `serve` and `config check`, and loading the configuration for use: parsed by the config layer,
+ * checked by {@linkcode checkConfig}, every problem reported at once.
  *
  * @module
  */
 import type { ParseArgsOptionsConfig } from "node:util";
 import { CONFIG_KEYS, ConfigError, type ConfigKey, DEFAULT_CONFIG_PATH } from "../config/config.ts";
 import { loadConfig, type LoadedConfig } from "../config/load.ts";
+import { checkConfig } from "./config_checks.ts";
 import { UsageError } from "./usage.ts";
 
 /** parseArgs definitions: `--config`/`-c` plus one flag per config key. */
@@ -18,16 +20,18 @@ export function configFlagOptions(): ParseArgsOptionsConfig {
   return options;
 }
 
-/** Help lines describing the config flags. */
+/** Help lines describing the config flags and `--help`, their explanations in one column. */
 export function configFlagHelp(): string {
-  const lines = [
-    `  -c, --config FILE        config file (default ${DEFAULT_CONFIG_PATH}; may be missing)`,
+  const rows: [string, string][] = [
+    ["-c, --config FILE", `config file (default ${DEFAULT_CONFIG_PATH}; may be missing)`],
   ];
   for (const [key, spec] of Object.entries(CONFIG_KEYS)) {
     const flag = spec.type === "boolean" ? `--[no-]${spec.flag}` : `--${spec.flag} VALUE`;
-    lines.push(`      ${flag.padEnd(24)} overrides ${key}`);
+    rows.push([`    ${flag}`, `overrides ${key}`]);
   }
-  return lines.join("\n");
+  rows.push(["-h, --help", "show this help"]);
+  const width = Math.max(...rows.map(([flags]) => flags.length));
+  return rows.map(([flags, text]) => `  ${flags.padEnd(width)}  ${text}`).join("\n");
 }
 
 /** Config overrides from parsed flag values (absent flags are left out). */
@@ -45,7 +49,8 @@ export function configOverrides(
 }
 
 /**
- * Loads the config named by `--config` with the flag overrides. When every problem comes from
+ * Loads the config named by `--config` with the flag overrides and checks what its values mean
+ * ({@linkcode checkConfig}). When every problem comes from
  * the command line, the error is a one-line {@linkcode UsageError} (exit 2); problems in the
  * file stay a {@linkcode ConfigError} (exit 1).
  */
@@ -55,7 +60,12 @@ export async function loadConfigFromFlags(
 ): Promise<LoadedConfig> {
   const path = typeof values.config === "string" ? values.config : undefined;
   try {
-    return await loadConfig({ path, overrides: configOverrides(values), defaultPath });
+    return await loadConfig({
+      path,
+      overrides: configOverrides(values),
+      defaultPath,
+      check: checkConfig,
+    });
   } catch (err) {
     if (err instanceof ConfigError && err.problems.every((p) => p.source === "command line")) {
       throw new UsageError(

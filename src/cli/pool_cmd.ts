@@ -1,13 +1,14 @@
 /**
- * `pool create|status|destroy`: loop-file-backed thin-pools for dev and test hosts.
+ * `pool create|status|destroy`: loop-file-backed thin-pools for dev and test hosts. Every
+ * subcommand takes `--log-level` (default info), like `serve`.
  *
  * @module
  */
-import { EXAMPLE_POOL_NAME } from "../config/default_toml.ts";
+import { EXAMPLE_POOL_NAME } from "../config/config.ts";
 import { Dmsetup } from "../dm/dmsetup/dmsetup.ts";
 import { DenoCommandRunner } from "../dm/runner.ts";
 import { errorMessage } from "../util/errors.ts";
-import type { Logger } from "../util/log.ts";
+import { isLevel, type Level, LEVELS, type Logger } from "../util/log.ts";
 import {
   createLoopPool,
   destroyLoopPool,
@@ -16,7 +17,7 @@ import {
   poolStatus,
 } from "../pool/loop_pool.ts";
 import { formatSize, parseSize } from "../util/size.ts";
-import { parseFlags, UsageError } from "./usage.ts";
+import { type ParsedFlags, parseFlags, UsageError } from "./usage.ts";
 
 /** Default directory of loop pool backing files. */
 export const DEFAULT_POOL_DIR = "/var/lib/devmapper-snapshotter/pool";
@@ -46,13 +47,28 @@ Flags:
   --error-if-no-space   fail writes at once when the pool is full instead of queueing (create)
   --force               also deactivate the pool's thin devices (destroy)
   --json                print JSON (status)
+  --log-level LEVEL     ${LEVELS.join(", ")} (default info)
   -h, --help            show this help
 `;
 
 /** What the pool commands need besides their flags. */
 export interface PoolCommandContext {
-  logger: Logger;
+  /** Makes the logger, at the level `--log-level` names (info without the flag). */
+  logger: (level: Level) => Logger;
   stdout: (text: string) => void;
+}
+
+/** The `--log-level` option every subcommand takes. */
+const LOG_LEVEL_OPTION = { "log-level": { type: "string" } } as const;
+
+/** The level `--log-level` names (info when absent); a UsageError naming the flag otherwise. */
+function logLevelFlag(command: string, value: string | boolean | undefined): Level {
+  if (value === undefined) return "info";
+  const text = String(value);
+  if (isLevel(text)) return text;
+  throw new UsageError(
+    `${command}: --log-level: unknown level ${JSON.stringify(text)} (use ${LEVELS.join(", ")})`,
+  );
 }
 
 function sizeFlag(command: string, flag: string, value: string): number {
@@ -69,7 +85,9 @@ export function defaultMetaSize(dataSize: number): number {
   return Math.min(MAX_META_SIZE, Math.max(MIN_META_SIZE, size));
 }
 
-function backends(logger: Logger) {
+/** The runner and dmsetup backend, logging at the level of `--log-level`. */
+function backends(command: string, values: ParsedFlags["values"], ctx: PoolCommandContext) {
+  const logger = ctx.logger(logLevelFlag(command, values["log-level"]));
   const runner = new DenoCommandRunner({ logger: logger.with({ component: "exec" }) });
   return { runner, dm: new Dmsetup({ runner, logger: logger.with({ component: "dm" }) }) };
 }
@@ -96,6 +114,7 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
           "meta-size": { type: "string" },
           "block-size": { type: "string" },
           "error-if-no-space": { type: "boolean" },
+          ...LOG_LEVEL_OPTION,
         },
       });
       if (values.help) return ctx.stdout(POOL_HELP), 0;
@@ -115,7 +134,7 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
       if (blockBytes % 512 !== 0) {
         throw new UsageError(`${command}: --block-size: ${blockBytes} bytes is not whole sectors`);
       }
-      const { dm, runner } = backends(ctx.logger);
+      const { dm, runner } = backends(command, values, ctx);
       const pool = await createLoopPool({
         name: String(values.name ?? EXAMPLE_POOL_NAME),
         dir: String(values.dir ?? DEFAULT_POOL_DIR),
@@ -135,11 +154,11 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
     case "status": {
       const { values } = parseFlags(rest, {
         command,
-        options: { name: { type: "string" }, json: { type: "boolean" } },
+        options: { name: { type: "string" }, json: { type: "boolean" }, ...LOG_LEVEL_OPTION },
       });
       if (values.help) return ctx.stdout(POOL_HELP), 0;
       const name = String(values.name ?? EXAMPLE_POOL_NAME);
-      const { dm } = backends(ctx.logger);
+      const { dm } = backends(command, values, ctx);
       const s = await poolStatus(dm, name);
       if (values.json) {
         const { status: _raw, ...space } = s;
@@ -170,10 +189,15 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
     case "destroy": {
       const { values } = parseFlags(rest, {
         command,
-        options: { name: { type: "string" }, dir: { type: "string" }, force: { type: "boolean" } },
+        options: {
+          name: { type: "string" },
+          dir: { type: "string" },
+          force: { type: "boolean" },
+          ...LOG_LEVEL_OPTION,
+        },
       });
       if (values.help) return ctx.stdout(POOL_HELP), 0;
-      const { dm, runner } = backends(ctx.logger);
+      const { dm, runner } = backends(command, values, ctx);
       const done = await destroyLoopPool({
         name: String(values.name ?? EXAMPLE_POOL_NAME),
         dir: String(values.dir ?? DEFAULT_POOL_DIR),

@@ -1,17 +1,19 @@
 /**
  * The production wiring: a device-mapper backend (DM ioctls, or `dmsetup` spawns), the mkfs
- * formatter, and `openSnapshotter` with the configured settings.
+ * formatter, and `openSnapshotter` with the snapshotter's settings taken from the
+ * configuration ({@linkcode snapshotterSettings}).
  *
  * @module
  */
 import { Dmsetup } from "../dm/dmsetup/dmsetup.ts";
 import { DmIoctl, DmIoctlUnavailableError } from "../dm/ioctl/ioctl.ts";
+import { FS_TYPES, isFsType } from "../dm/mkfs.ts";
 import { DenoCommandRunner } from "../dm/runner.ts";
 import type { DeviceMapper } from "../dm/types.ts";
 import type { Logger } from "../util/log.ts";
 import type { Config } from "../config/config.ts";
 import { createFormatter } from "../pool/formatter.ts";
-import { openSnapshotter } from "../snapshotter/snapshotter.ts";
+import { openSnapshotter, type SnapshotterSettings } from "../snapshotter/snapshotter.ts";
 import type { CommandRunner } from "../dm/runner.ts";
 import type { SnapshotterFactory } from "./serve.ts";
 
@@ -39,18 +41,37 @@ export function createDeviceMapper(
   return new Dmsetup({ runner, logger: dmLogger });
 }
 
-/** Opens the devmapper snapshotter described by `config` (checks the pool, reconciles). */
-export const openDevmapperSnapshotter: SnapshotterFactory = (config, logger) => {
-  const runner = new DenoCommandRunner({ logger: logger.with({ component: "exec" }) });
-  return openSnapshotter({
+/**
+ * The snapshotter's settings from a configuration that passed `checkConfig` (config_checks.ts).
+ * Throws
+ * when `fsType` is not one mkfs makes (a configuration that skipped the check).
+ */
+export function snapshotterSettings(config: Config): SnapshotterSettings {
+  const { fsType } = config;
+  if (!isFsType(fsType)) {
+    throw new Error(
+      `Cannot use fs_type ${JSON.stringify(fsType)}: unsupported filesystem type (use ${
+        FS_TYPES.join(", ")
+      })`,
+    );
+  }
+  return {
     rootPath: config.rootPath,
     poolName: config.poolName,
     baseImageSize: config.baseImageSize,
-    fsType: config.fsType,
+    fsType,
     fsOptions: config.fsOptions,
     asyncRemove: config.asyncRemove,
     discardBlocks: config.discardBlocks,
     onlineDiscard: config.onlineDiscard,
+  };
+}
+
+/** Opens the devmapper snapshotter described by `config` (checks the pool, reconciles). */
+export const openDevmapperSnapshotter: SnapshotterFactory = (config, logger) => {
+  const runner = new DenoCommandRunner({ logger: logger.with({ component: "exec" }) });
+  return openSnapshotter({
+    ...snapshotterSettings(config),
     dm: createDeviceMapper(config, runner, logger),
     formatter: createFormatter(runner),
     logger: logger.with({ component: "snapshotter" }),

@@ -7,16 +7,22 @@
  * {@linkcode resolveConfig} checks every key of every layer and reports every problem at once,
  * each with its key and where it came from.
  *
+ * This layer checks syntax and the values it owns: types, sizes, absolute paths, the socket
+ * address and its own enumerations (`dm_backend`, `grpc_transport`, `log_level`). What a value
+ * means to the rest of the program (is `pool_name` a device-mapper name, can mkfs make
+ * `fs_type`) is checked by the caller's {@linkcode ConfigCheck}, whose problems are reported
+ * together with the others. The config layer imports nothing but `src/util`.
+ *
+ * {@linkcode CONFIG_KEYS} is the one list of keys: the parser, the flags, `config default`,
+ * `config check` and the README's table are all made from it.
+ *
  * @module
  */
 import { isAbsolute, resolve } from "node:path";
-import { validateDeviceName } from "../dm/dmsetup/dmsetup.ts";
-import { FS_TYPES, type FsType, isFsType } from "../dm/mkfs.ts";
 import { errorMessage } from "../util/errors.ts";
 import { type Level, LEVELS } from "../util/log.ts";
-import { socketPath } from "../server/socket.ts";
 import { parseSize } from "../util/size.ts";
-import type { SnapshotterSettings } from "../snapshotter/snapshotter.ts";
+import { socketPath } from "../util/socket_path.ts";
 
 /** Default config file; a missing default file means "all defaults". */
 export const DEFAULT_CONFIG_PATH = "/etc/devmapper-snapshotter/config.toml";
@@ -26,14 +32,16 @@ export const DEFAULT_ADDRESS = "/run/devmapper-snapshotter/devmapper-snapshotter
 export const DEFAULT_ROOT_PATH = "/var/lib/devmapper-snapshotter";
 /** Default virtual size of parentless thin devices. */
 export const DEFAULT_BASE_IMAGE_SIZE = "10GB";
-/** Default filesystem. */
-export const DEFAULT_FS_TYPE: FsType = "ext4";
+/** Default filesystem (also what an empty `fs_type` means). */
+export const DEFAULT_FS_TYPE = "ext4";
 /** Default log level. */
 export const DEFAULT_LOG_LEVEL: Level = "info";
-/** Smallest device mkfs.xfs (xfsprogs ≥ 5.19) accepts. */
-export const MIN_XFS_SIZE = 300 * 1024 * 1024;
+/**
+ * Pool name written by `config default` and the default of `pool create --name`. `pool_name`
+ * itself has no default: it must name a pool that exists.
+ */
+export const EXAMPLE_POOL_NAME = "devmapper-snapshotter-pool";
 
-/** The resolved configuration: the snapshotter's settings plus the server's. */
 /** How the snapshotter talks to device-mapper. */
 export type DmBackend = "auto" | "ioctl" | "dmsetup";
 /** The accepted `dm_backend` values. */
@@ -44,7 +52,24 @@ export type GrpcTransport = "native" | "grpc-js";
 /** The accepted `grpc_transport` values. */
 export const GRPC_TRANSPORTS: readonly GrpcTransport[] = ["native", "grpc-js"];
 
-export interface Config extends SnapshotterSettings {
+/** The resolved configuration: the snapshotter's settings plus the server's. */
+export interface Config {
+  /** Absolute path of the directory holding the metadata database. */
+  rootPath: string;
+  /** Name of the thin-pool (the caller's check decides whether it is a valid dm name). */
+  poolName: string;
+  /** Virtual size of parentless thin devices in bytes: positive, whole sectors. */
+  baseImageSize: number;
+  /** Filesystem name, `ext4` when empty (the caller's check decides whether mkfs makes it). */
+  fsType: string;
+  /** mkfs `-E` options; "" for the defaults. */
+  fsOptions: string;
+  /** Remove only marks devices; Cleanup deletes them. */
+  asyncRemove: boolean;
+  /** Discard a device's blocks before deleting it. */
+  discardBlocks: boolean;
+  /** Mount active ext4/xfs snapshots with `discard`. */
+  onlineDiscard: boolean;
   /** `ioctl` (DM ioctls on /dev/mapper/control), `dmsetup` (spawns), `auto` (ioctl if usable). */
   dmBackend: DmBackend;
   /** `native` (this project's HTTP/2 server) or `grpc-js` (`@grpc/grpc-js`). */
@@ -72,80 +97,117 @@ export type ConfigKey =
 /** Description of one key: its value type, command-line flag and documentation. */
 export interface KeySpec {
   type: "string" | "boolean" | "size";
+  /** The {@linkcode Config} field holding the parsed value. */
+  field: keyof Config;
   /** The overriding command-line flag (without `--`). */
   flag: string;
-  /** One-paragraph explanation (used by `config default` and `--help`). */
+  /** The key has no default: leaving it unset is a problem. */
+  required?: boolean;
+  /** One-paragraph explanation (used by `config default`). */
   doc: string;
+  /** One line of Markdown for the README's configuration table. */
+  summary: string;
 }
 
-/** Every key, in the order `config default` prints them. */
+/** Every key, in the order `config default`, `config check` and the README list them. */
 export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
   pool_name: {
     type: "string",
+    field: "poolName",
     flag: "pool-name",
+    required: true,
     doc: "Name of an existing device-mapper thin-pool (under /dev/mapper, no prefix). Required.",
+    summary: "dm name of an existing thin-pool (no `/dev/mapper/`); `pool create` makes " +
+      `\`${EXAMPLE_POOL_NAME}\``,
   },
   root_path: {
     type: "string",
+    field: "rootPath",
     flag: "root-path",
     doc: "Absolute path of the directory holding the metadata database.",
+    summary: "directory of the metadata database `metadata.db`",
   },
   base_image_size: {
     type: "size",
+    field: "baseImageSize",
     flag: "base-image-size",
     doc: "Virtual size of every thin device, 1024-based units " +
       '("10GB" = 10 GiB, "512Mb" = 512 MiB; a bare number is bytes).',
+    summary: "virtual size of new parentless devices; children keep their parent's size",
   },
   fs_type: {
     type: "string",
+    field: "fsType",
     flag: "fs-type",
-    doc: `Filesystem made on parentless devices: ${FS_TYPES.join(", ")} (empty = ext4).`,
+    doc: "Filesystem made on parentless devices: ext4, ext2, xfs (empty = ext4).",
+    summary: "`ext4`, `ext2` or `xfs` for new parentless snapshots; children keep their parent's",
   },
   fs_options: {
     type: "string",
+    field: "fsOptions",
     flag: "fs-options",
     doc: "Extended options passed to mkfs as `-E <value>` (ext4 and ext2 only; empty = defaults).",
+    summary: "mkfs `-E` options (ext4/ext2); empty = " +
+      "`nodiscard,lazy_itable_init=0,lazy_journal_init=0` for ext4",
   },
   async_remove: {
     type: "boolean",
+    field: "asyncRemove",
     flag: "async-remove",
     doc: "Remove only marks devices deleted; Cleanup (run after containerd's GC) deletes them.",
+    summary: "Remove only marks a device; containerd's Cleanup (after GC) deletes it",
   },
   discard_blocks: {
     type: "boolean",
+    field: "discardBlocks",
     flag: "discard-blocks",
     doc:
       "Discard a device's blocks (blkdiscard) before deleting it, returning space to the pool's " +
       "backing store.",
+    summary: "`blkdiscard` a device before deleting it",
   },
   online_discard: {
     type: "boolean",
+    field: "onlineDiscard",
     flag: "online-discard",
     doc: "Mount active ext4 and xfs snapshots with -o discard: the blocks of files deleted in a " +
       "running container go back to the pool at once, not when the snapshot is removed.",
+    summary:
+      "mount active ext4/xfs snapshots with `discard`: a deleted file's blocks go back to the " +
+      "pool at once",
   },
   dm_backend: {
     type: "string",
+    field: "dmBackend",
     flag: "dm-backend",
     doc: "How to drive device-mapper: ioctl (DM ioctls on /dev/mapper/control, no process " +
       "spawns), dmsetup (spawn dmsetup), auto (ioctl when usable, else dmsetup).",
+    summary: "`ioctl` (DM ioctls on `/dev/mapper/control`, no spawns), `dmsetup` (spawns), " +
+      "`auto` (ioctl if usable)",
   },
   grpc_transport: {
     type: "string",
+    field: "grpcTransport",
     flag: "grpc-transport",
     doc: "gRPC implementation serving the socket: native (this program's own HTTP/2 server, " +
       "the fastest per call) or grpc-js (@grpc/grpc-js over node:http2).",
+    summary: "`native` (this program's own HTTP/2 server, the cheapest per call) or `grpc-js` " +
+      "(`@grpc/grpc-js`)",
   },
   address: {
     type: "string",
+    field: "address",
     flag: "address",
     doc: "Unix socket to serve the gRPC snapshots API on (a path or unix:// address). " +
       "Point containerd's [proxy_plugins.<name>] address at it.",
+    summary: "unix socket served (mode 0660)",
   },
   log_level: {
     type: "string",
+    field: "logLevel",
     flag: "log-level",
     doc: `Log level: ${LEVELS.join(", ")}.`,
+    summary: "`trace`, `debug` (one line per RPC with its duration), `info`, `warn`, `error`",
   },
 };
 
@@ -191,7 +253,7 @@ export interface ConfigProblem {
 
 /** The configuration is invalid; `problems` lists every problem found. */
 export class ConfigError extends Error {
-  /** Every problem, in key order. */
+  /** Every problem: unknown keys first, then by key. */
   readonly problems: readonly ConfigProblem[];
   /** Creates the error. */
   constructor(problems: readonly ConfigProblem[], options?: ErrorOptions) {
@@ -221,12 +283,61 @@ interface Picked {
   layer: ConfigLayer;
 }
 
+/** A problem a {@linkcode ConfigCheck} found with one key's value. */
+export interface KeyProblem {
+  key: ConfigKey;
+  message: string;
+}
+
+/**
+ * A check the caller adds: what the parsed values mean to the rest of the program (is the pool
+ * name a device-mapper name, can mkfs make the filesystem). It gets every value parsed (keys
+ * that failed to parse hold their default) and returns the problems it finds.
+ */
+export type ConfigCheck = (config: Readonly<Config>) => readonly KeyProblem[];
+
+/** Options of {@linkcode resolveConfig}. */
+export interface ResolveOptions {
+  /** Domain checks; their problems are reported with the others, with key and source. */
+  check?: ConfigCheck;
+}
+
+/**
+ * The order problems are listed in (after unknown keys): what the pool is and where the data
+ * goes, then the filesystem and size of devices, then behaviour, backend, socket and logging.
+ */
+const PROBLEM_ORDER: readonly ConfigKey[] = [
+  "pool_name",
+  "root_path",
+  "fs_type",
+  "fs_options",
+  "base_image_size",
+  "async_remove",
+  "discard_blocks",
+  "online_discard",
+  "dm_backend",
+  "grpc_transport",
+  "address",
+  "log_level",
+];
+
+/** The value of `key` in `config` (the field {@linkcode KeySpec.field} names). */
+export function configValue(config: Readonly<Config>, key: ConfigKey): string | number | boolean {
+  return config[CONFIG_KEYS[key].field];
+}
+
 /**
  * Merges `layers` (later wins) onto the defaults and validates the result. Reports unknown keys,
- * wrong types and invalid values of every layer in one {@linkcode ConfigError}.
+ * wrong types and invalid values of every layer, and the problems of `options.check`, in one
+ * {@linkcode ConfigError}: unknown keys first, then by key. A key that fails to parse is not
+ * passed to the check's verdict (one problem per mistake).
  */
-export function resolveConfig(layers: readonly ConfigLayer[]): Config {
-  const problems: ConfigProblem[] = [];
+export function resolveConfig(
+  layers: readonly ConfigLayer[],
+  options: ResolveOptions = {},
+): Config {
+  const unknownKeys: ConfigProblem[] = [];
+  const problems = new Map<ConfigKey, ConfigProblem[]>();
   const picked = new Map<ConfigKey, Picked>();
   const file = layers.find((l) => !l.fromFlags);
   const defaults: ConfigLayer = {
@@ -239,7 +350,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
   for (const layer of layers) {
     const unknown = Object.keys(layer.values).filter((k) => !isConfigKey(k));
     if (unknown.length > 0) {
-      problems.push({
+      unknownKeys.push({
         source: layer.source,
         key: "",
         message: `unknown key${unknown.length > 1 ? "s" : ""} ${
@@ -252,11 +363,15 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     }
   }
 
-  const where = (key: ConfigKey) => {
+  const fail = (key: ConfigKey, message: string) => {
     const { layer } = picked.get(key)!;
-    return { source: layer.source, key: layer.fromFlags ? `--${CONFIG_KEYS[key].flag}` : key };
+    const problem = {
+      source: layer.source,
+      key: layer.fromFlags ? `--${CONFIG_KEYS[key].flag}` : key,
+      message,
+    };
+    problems.set(key, [...problems.get(key) ?? [], problem]);
   };
-  const fail = (key: ConfigKey, message: string) => problems.push({ ...where(key), message });
 
   const str = (key: ConfigKey): string | undefined => {
     const { value } = picked.get(key)!;
@@ -285,36 +400,30 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     fail(key, `must be an absolute path, not ${JSON.stringify(value)}`);
     return value;
   };
+  /** One of `allowed`; anything else is a problem naming the allowed values. */
+  const choice = <T extends string>(
+    key: ConfigKey,
+    allowed: readonly T[],
+    fallback: T,
+    noun: string,
+  ) => {
+    const text = str(key);
+    if (text === undefined) return fallback;
+    if ((allowed as readonly string[]).includes(text)) return text as T;
+    fail(key, `unknown ${noun} ${JSON.stringify(text)} (use ${allowed.join(", ")})`);
+    return fallback;
+  };
 
   const poolName = str("pool_name") ?? "";
   if (poolName === "") {
     fail("pool_name", "is required: the name of an existing thin-pool (or use --pool-name)");
-  } else {
-    try {
-      validateDeviceName(poolName);
-    } catch (err) {
-      fail("pool_name", errorMessage(err));
-    }
   }
 
   const rootPath = path("root_path");
 
-  let fsType: FsType = DEFAULT_FS_TYPE;
   const fsText = str("fs_type");
-  if (fsText !== undefined && fsText !== "") {
-    if (isFsType(fsText)) fsType = fsText;
-    else {
-      fail(
-        "fs_type",
-        `unsupported filesystem type ${JSON.stringify(fsText)} (use ${FS_TYPES.join(", ")})`,
-      );
-    }
-  }
-
+  const fsType = fsText === undefined || fsText === "" ? DEFAULT_FS_TYPE : fsText;
   const fsOptions = str("fs_options") ?? "";
-  if (fsOptions !== "" && fsType === "xfs") {
-    fail("fs_options", `only used with ext4 and ext2, but fs_type is "xfs"`);
-  }
 
   let baseImageSize = 0;
   const sizeValue = picked.get("base_image_size")!.value;
@@ -336,27 +445,12 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
   if (baseImageSize === 0) fail("base_image_size", "must be greater than zero");
   else if (baseImageSize > 0 && baseImageSize % 512 !== 0) {
     fail("base_image_size", `${baseImageSize} bytes is not a multiple of 512 (one sector)`);
-  } else if (fsType === "xfs" && baseImageSize > 0 && baseImageSize < MIN_XFS_SIZE) {
-    fail("base_image_size", `xfs needs at least 300MiB, got ${baseImageSize} bytes`);
   }
 
   const asyncRemove = bool("async_remove");
   const discardBlocks = bool("discard_blocks");
   const onlineDiscard = bool("online_discard");
 
-  /** One of `allowed`; anything else is a problem naming the allowed values. */
-  const choice = <T extends string>(
-    key: ConfigKey,
-    allowed: readonly T[],
-    fallback: T,
-    noun: string,
-  ) => {
-    const text = str(key);
-    if (text === undefined) return fallback;
-    if ((allowed as readonly string[]).includes(text)) return text as T;
-    fail(key, `unknown ${noun} ${JSON.stringify(text)} (use ${allowed.join(", ")})`);
-    return fallback;
-  };
   const dmBackend = choice("dm_backend", DM_BACKENDS, "auto", "backend");
   const grpcTransport = choice("grpc_transport", GRPC_TRANSPORTS, "native", "transport");
 
@@ -380,8 +474,7 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
 
   const logLevel = choice("log_level", LEVELS, DEFAULT_LOG_LEVEL, "level");
 
-  if (problems.length > 0) throw new ConfigError(problems);
-  return {
+  const config: Config = {
     rootPath,
     poolName,
     baseImageSize,
@@ -395,4 +488,15 @@ export function resolveConfig(layers: readonly ConfigLayer[]): Config {
     address,
     logLevel,
   };
+  if (options.check) {
+    const parsed = new Set(
+      (Object.keys(CONFIG_KEYS) as ConfigKey[]).filter((key) => !problems.has(key)),
+    );
+    for (const { key, message } of options.check(config)) {
+      if (parsed.has(key)) fail(key, message);
+    }
+  }
+  const all = [...unknownKeys, ...PROBLEM_ORDER.flatMap((key) => problems.get(key) ?? [])];
+  if (all.length > 0) throw new ConfigError(all);
+  return config;
 }

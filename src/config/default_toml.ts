@@ -5,10 +5,15 @@
  * @module
  */
 import { stringify } from "smol-toml";
-import { CONFIG_KEYS, type ConfigKey, DEFAULT_CONFIG_PATH, DEFAULT_VALUES } from "./config.ts";
+import {
+  CONFIG_KEYS,
+  type ConfigKey,
+  DEFAULT_CONFIG_PATH,
+  DEFAULT_VALUES,
+  EXAMPLE_POOL_NAME,
+} from "./config.ts";
 
-/** Pool name written by `config default` (and the default of `pool create --name`). */
-export const EXAMPLE_POOL_NAME = "devmapper-snapshotter-pool";
+export { EXAMPLE_POOL_NAME };
 
 /** Wraps `text` into `# `-prefixed lines of at most `width` characters. */
 function comment(text: string, width = 96): string[] {

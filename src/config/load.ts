@@ -6,6 +6,7 @@
 import { parse, TomlError } from "smol-toml";
 import {
   type Config,
+  type ConfigCheck,
   ConfigError,
   type ConfigLayer,
   DEFAULT_CONFIG_PATH,
@@ -23,6 +24,8 @@ export interface LoadConfigOptions {
   overrides?: Readonly<Record<string, unknown>>;
   /** Default file location (tests). */
   defaultPath?: string;
+  /** Domain checks, reported with the parse problems (see {@linkcode resolveConfig}). */
+  check?: ConfigCheck;
 }
 
 /** A loaded configuration. */
@@ -70,7 +73,7 @@ async function readConfigFile(file: string, explicit: boolean): Promise<string |
   }
 }
 
-/** Reads the config file (if any), applies `overrides`, validates everything. */
+/** Reads the config file (if any), applies `overrides`, validates everything (with `check`). */
 export async function loadConfig(options: LoadConfigOptions = {}): Promise<LoadedConfig> {
   const explicit = options.path !== undefined;
   const file = options.path ?? options.defaultPath ?? DEFAULT_CONFIG_PATH;
@@ -83,5 +86,8 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Loade
   if (Object.keys(overrides).length > 0) {
     layers.push({ source: "command line", values: overrides, fromFlags: true });
   }
-  return { config: resolveConfig(layers), file: text === undefined ? undefined : file };
+  return {
+    config: resolveConfig(layers, { check: options.check }),
+    file: text === undefined ? undefined : file,
+  };
 }

@@ -64,21 +64,27 @@ Deno.test("file values load; flags override them", async () => {
   });
 });
 
-Deno.test("problems from the file and from flags are reported together", async () => {
+Deno.test("problems of the file, the flags and the check are reported together", async () => {
   await withDir(async (dir) => {
     const file = `${dir}/c.toml`;
-    await Deno.writeTextFile(file, 'pool_name = "p"\nfs_type = "zfs"\ncolour = "blue"\n');
-    const err = await loadConfig({ path: file, overrides: { log_level: "loud" } }).then(
+    await Deno.writeTextFile(file, 'pool_name = "p"\ndm_backend = "lvm"\ncolour = "blue"\n');
+    const err = await loadConfig({
+      path: file,
+      overrides: { log_level: "loud", fs_type: "zfs" },
+      check: (config) => [{ key: "fs_type", message: `no ${config.fsType} here` }],
+    }).then(
       () => assert.fail("expected an error"),
       (e) => e as ConfigError,
     );
     assert.ok(err instanceof ConfigError);
     assert.deepEqual(err.problems.map((p) => `${p.source}|${p.key}`), [
       `${file}|`,
-      `${file}|fs_type`,
+      "command line|--fs-type",
+      `${file}|dm_backend`,
       "command line|--log-level",
     ]);
     assert.match(err.problems[0].message, /unknown key "colour"/);
+    assert.equal(err.problems[1].message, "no zfs here");
   });
 });
 

@@ -18,6 +18,9 @@ export function isFsType(value: string): value is FsType {
   return (FS_TYPES as readonly string[]).includes(value);
 }
 
+/** Smallest device mkfs.xfs (xfsprogs ≥ 5.19) accepts, bytes. */
+export const MIN_XFS_SIZE = 300 * 1024 * 1024;
+
 /** ext4 `-E` options used when `fs_options` is empty (spec §3.6.9). */
 export const DEFAULT_EXT4_OPTIONS = "nodiscard,lazy_itable_init=0,lazy_journal_init=0";
 

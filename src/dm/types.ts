@@ -1,6 +1,6 @@
 /**
- * The device-mapper layer's contract. `src/dm/dmsetup.ts` implements it by spawning
- * `dmsetup`; a later backend will implement it with DM ioctls on `/dev/mapper/control`.
+ * The device-mapper layer's contract, implemented twice: by spawning `dmsetup`
+ * (`src/dm/dmsetup/`) and with DM ioctls on `/dev/mapper/control` (`src/dm/ioctl/`).
  * Everything above this layer (pool manager, snapshotter) depends only on these types.
  *
  * @module

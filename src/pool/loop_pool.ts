@@ -12,7 +12,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from "../util/errors.ts";
-import { validateDeviceName } from "../dm/dmsetup/dmsetup.ts";
+import { validateDeviceName } from "../dm/names.ts";
 import { commandError, DmError, isErrno } from "../dm/errors.ts";
 import { attachLoop, detachLoops, listLoops } from "../dm/losetup.ts";
 import { parsePrefixedLines, parseTable, type TableLine } from "../dm/parse.ts";

@@ -4,49 +4,15 @@
  *
  * @module
  */
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname } from "node:path";
+import { SocketError } from "../util/socket_path.ts";
+
+export { MAX_SOCKET_PATH_BYTES, SocketError, socketPath } from "../util/socket_path.ts";
 
 /** Mode of the socket file: owner and group may connect. */
 export const SOCKET_MODE = 0o660;
 /** Mode of a socket directory this service creates. */
 export const SOCKET_DIR_MODE = 0o711;
-/** Longest socket path the kernel accepts (`sun_path` is 108 bytes incl. the NUL). */
-export const MAX_SOCKET_PATH_BYTES = 107;
-
-/** The socket cannot be used. */
-export class SocketError extends Error {
-  /** Creates the error. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "SocketError";
-  }
-}
-
-/**
- * The filesystem path of a socket address: `unix:///abs`, `unix:/abs`, `unix:rel` or a bare
- * path; relative paths resolve against the working directory. Throws on anything else.
- */
-export function socketPath(address: string): string {
-  let path = address;
-  if (path.startsWith("unix://")) path = path.slice("unix://".length);
-  else if (path.startsWith("unix:")) path = path.slice("unix:".length);
-  else if (/^[a-z][a-z0-9+.-]*:/i.test(path) && !path.startsWith("./")) {
-    throw new SocketError(`Cannot use address "${address}": only unix sockets are supported`);
-  }
-  if (path === "") throw new SocketError(`Cannot use address "${address}": empty socket path`);
-  if (path.includes("\0")) {
-    throw new SocketError(`Cannot use address ${JSON.stringify(address)}: contains a NUL byte`);
-  }
-  const abs = isAbsolute(path) ? path : resolve(path);
-  const bytes = new TextEncoder().encode(abs).length;
-  if (bytes > MAX_SOCKET_PATH_BYTES) {
-    throw new SocketError(
-      `Cannot use address "${address}": socket path is ${bytes} bytes, the limit is ${MAX_SOCKET_PATH_BYTES}`,
-    );
-  }
-  return abs;
-}
-
 /** True when something accepts connections on the unix socket at `path`. */
 export async function isSocketLive(path: string): Promise<boolean> {
   try {

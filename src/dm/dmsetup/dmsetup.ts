@@ -14,6 +14,7 @@
 import type { Logger } from "../../util/log.ts";
 import { silentLogger } from "../../util/log.ts";
 import { commandError, DmError, isErrno } from "../errors.ts";
+import { validateDeviceName } from "../names.ts";
 import { createSnapMessage, createThinMessage, deleteThinMessage } from "../thin_messages.ts";
 import {
   INFO_COLUMNS,
@@ -71,35 +72,6 @@ const INFO_ARGS: readonly string[] = [
   "--separator",
   " ",
 ];
-
-/** Longest dm device name (DM_NAME_LEN - 1). */
-const MAX_NAME = 127;
-
-/**
- * Rejects names dmsetup would misread (empty, option-like, path-like, too long) before
- * anything runs. Throws a {@linkcode DmError} with errno EINVAL.
- */
-export function validateDeviceName(name: string): void {
-  let reason: string | undefined;
-  if (name === "") reason = "empty";
-  else if (name.startsWith("-")) reason = "starts with '-'";
-  else if (name.includes("/")) reason = "contains '/'";
-  else if (name === "." || name === "..") reason = "is a dot name";
-  else if ([...name].some((c) => c.charCodeAt(0) < 32 || /\s/.test(c))) {
-    reason = "contains whitespace or control characters";
-  } else if (new TextEncoder().encode(name).length > MAX_NAME) {
-    reason = `longer than ${MAX_NAME} bytes`;
-  }
-  if (reason) {
-    throw new DmError({
-      command: [],
-      exitCode: -1,
-      stderr: "",
-      errno: "EINVAL",
-      message: `Invalid device-mapper name ${JSON.stringify(name)}: ${reason}`,
-    });
-  }
-}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -16,7 +16,7 @@
  */
 import type { Logger } from "../../util/log.ts";
 import { silentLogger } from "../../util/log.ts";
-import { validateDeviceName } from "../dmsetup/dmsetup.ts";
+import { validateDeviceName } from "../names.ts";
 import { createSnapMessage, createThinMessage, deleteThinMessage } from "../thin_messages.ts";
 import { DmError, isErrno } from "../errors.ts";
 import {
