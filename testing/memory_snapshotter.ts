@@ -12,6 +12,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from "../src/util/errors.ts";
+import { matchInfo } from "../src/snapshots/match.ts";
 import type { Info, Kind, Mount, Snapshotter, Timestamp, Usage } from "../src/snapshots/types.ts";
 
 /** Options of the double. */
@@ -150,9 +151,12 @@ export function memorySnapshotter(options: MemorySnapshotterOptions = {}): Memor
       get(key);
       return { size: 4096 * key.length, inodes: 0 };
     },
-    async list(filters) {
-      await enter("list", filters.join(" | "));
-      return [...infos.values()].map((i) => structuredClone(i));
+    async list(filter) {
+      await enter("list", filter?.source.join(" | ") ?? "");
+      const all = [...infos.values()];
+      return (filter ? all.filter((i) => matchInfo(filter, i)) : all).map((i) =>
+        structuredClone(i)
+      );
     },
     async cleanup() {
       await enter("cleanup", "");

@@ -4,14 +4,10 @@
  *
  * @module
  */
+import { dlopenLibc } from "../src/sys/libc.ts";
 import { AF_UNIX, SOCK_DGRAM_CLOEXEC, unixAddress } from "../src/sys/notify.ts";
+import { poll } from "./poll.ts";
 
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-} as const;
 const MSG_DONTWAIT = 0x40;
 
 /** A bound datagram socket that collects what is sent to it. */
@@ -24,7 +20,7 @@ export interface NotifyReceiver extends Disposable {
 
 /** Binds a receiver at `address` (a path, or `@name` for an abstract socket). */
 export function bindNotifyReceiver(address: string): NotifyReceiver {
-  const lib = Deno.dlopen("libc.so.6", SYMBOLS);
+  const lib = dlopenLibc(["socket", "bind", "recv", "close"]);
   const s = lib.symbols;
   const fd = s.socket(AF_UNIX, SOCK_DGRAM_CLOEXEC, 0);
   const { address: sockaddr, length } = unixAddress(address);
@@ -37,13 +33,11 @@ export function bindNotifyReceiver(address: string): NotifyReceiver {
   return {
     address,
     async next(timeoutMs = 10_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
+      const received = await poll(() => {
         const n = Number(s.recv(fd, buffer, BigInt(buffer.length), MSG_DONTWAIT));
-        if (n >= 0) return new TextDecoder().decode(buffer.subarray(0, n));
-        if (Date.now() > deadline) throw new Error(`no notification at ${address}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+        return n >= 0 && { text: new TextDecoder().decode(buffer.subarray(0, n)) };
+      }, `a notification at ${address}`, { timeoutMs });
+      return received.text;
     },
     [Symbol.dispose]() {
       s.close(fd);

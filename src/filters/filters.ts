@@ -1,6 +1,7 @@
 /**
- * containerd's filter language (`pkg/filters`), used by the snapshots `List` (Walk) RPC, and
- * its snapshot adaptor.
+ * containerd's filter language (`pkg/filters`), used by the snapshots `List` (Walk) RPC; generic
+ * over what it filters (a {@linkcode FieldLookup}): the snapshot adaptor is
+ * `src/snapshots/match.ts`.
  *
  * A request carries a list of filter strings. An item is listed when it matches **any** of
  * them; an empty list, or any empty string in it, matches everything. A filter string is a
@@ -26,7 +27,8 @@
  *   string; NUL cannot occur anywhere.
  * - `==` needs the field present and equal; `!=` compares the field's value, or "" when it is
  *   absent, so it needs no presence; `~=` is an unanchored search of an RE2 regular expression
- *   (see `re2.ts`) in the value, or in "" when the field is absent.
+ *   (Go's syntax, matched in linear time: see `regexp.ts`) in the value, or in "" when the field
+ *   is absent.
  *
  * Differences from containerd, all deliberate:
  * - Whitespace is skipped between any two tokens (containerd rejects it before `,` or `.`
@@ -44,8 +46,7 @@
  */
 
 import { InvalidArgumentError } from "../util/errors.ts";
-import { compileRe2 } from "./re2.ts";
-import type { Info, Kind } from "../snapshots/types.ts";
+import { compileRe2, type Re2 } from "./regexp.ts";
 
 /** A selector's operator; `present` is a bare field path. */
 export type Operator = "present" | "==" | "!=" | "~=";
@@ -58,8 +59,8 @@ export interface Selector {
   readonly operator: Operator;
   /** The unquoted value; "" for `present`. */
   readonly value: string;
-  /** The compiled expression of a `~=` selector (a `u`-mode RegExp without `g`/`y`). */
-  readonly regex?: RegExp;
+  /** The compiled expression of a `~=` selector. */
+  readonly regex?: Re2;
 }
 
 /** Selectors that must all match (one filter string). Empty: matches everything. */
@@ -69,6 +70,8 @@ export type Clause = readonly Selector[];
 export interface Filter {
   /** Never empty: an empty filter list parses to one empty clause. */
   readonly clauses: readonly Clause[];
+  /** The filter strings it was parsed from (for logs). */
+  readonly source: readonly string[];
 }
 
 /** A malformed filter string. */
@@ -360,8 +363,8 @@ export function parseFilter(input: string): Clause {
  *   string
  */
 export function parseFilters(filters: readonly string[]): Filter {
-  if (filters.length === 0) return { clauses: [[]] };
-  return { clauses: filters.map(parseFilter) };
+  if (filters.length === 0) return { clauses: [[]], source: [] };
+  return { clauses: filters.map(parseFilter), source: [...filters] };
 }
 
 /** True when `filter` matches every item (some clause has no selectors). */
@@ -390,35 +393,4 @@ export function matchFields(filter: Filter, lookup: FieldLookup): boolean {
   return filter.clauses.some((clause) =>
     clause.every((selector) => matchSelector(selector, lookup(selector.fieldpath)))
   );
-}
-
-const KINDS: ReadonlySet<Kind> = new Set<Kind>(["active", "view", "committed"]);
-
-/**
- * containerd's snapshot adaptor: `kind` (`active`|`view`|`committed`), `name` and `parent`
- * (always present, possibly "") are looked up by the first path element alone (so
- * `name.x` is `name`); `labels.<k...>` is the label whose key is the remaining elements
- * joined with "." (absent when missing); everything else is absent.
- */
-export function snapshotField(info: Info, fieldpath: readonly string[]): string | undefined {
-  switch (fieldpath[0]) {
-    case "kind":
-      return KINDS.has(info.kind) ? info.kind : undefined;
-    case "name":
-      return info.name;
-    case "parent":
-      return info.parent ?? "";
-    case "labels": {
-      const labels = info.labels;
-      const key = fieldpath.slice(1).join(".");
-      return labels && Object.hasOwn(labels, key) ? labels[key] : undefined;
-    }
-    default:
-      return undefined;
-  }
-}
-
-/** Whether snapshot `info` matches `filter` (see {@linkcode snapshotField}). */
-export function matchInfo(filter: Filter, info: Info): boolean {
-  return matchFields(filter, (path) => snapshotField(info, path));
 }

@@ -5,7 +5,7 @@
  * `time.Now()` samples the client takes around the call, so millisecond `Date.now()` is not
  * enough. Two backends:
  *
- * - `ffi`: `clock_gettime(CLOCK_REALTIME)` from libc through `Deno.dlopen` (needs
+ * - `ffi`: `clock_gettime(CLOCK_REALTIME)` from libc through FFI (`libc.ts`; needs
  *   `--allow-ffi`; about 0.1 µs per call). Exact.
  * - `calibrated`: pairs a `Date.now()` tick edge (found by spinning until the millisecond
  *   changes) with `performance.now()`, and derives wall time from the monotonic clock. It
@@ -22,6 +22,8 @@
  *
  * @module
  */
+
+import { DEFAULT_LIBC, dlopenLibc } from "./libc.ts";
 
 /** A wall-clock instant with nanosecond precision, as in `google.protobuf.Timestamp`. */
 export interface Timestamp {
@@ -80,10 +82,6 @@ interface Source {
 
 const CLOCK_REALTIME = 0;
 
-const LIBC_SYMBOLS = {
-  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-} as const;
-
 function ffiGranted(): boolean {
   try {
     return Deno.permissions.querySync({ name: "ffi" }).state === "granted";
@@ -99,7 +97,7 @@ function openFfiSource(libc: string): Source {
       `Cannot use clock_gettime via FFI: unsupported architecture ${Deno.build.arch}`,
     );
   }
-  const lib = Deno.dlopen(libc, LIBC_SYMBOLS);
+  const lib = dlopenLibc(["clock_gettime"], libc);
   const spec = new BigInt64Array(2);
   let open = true;
   const read = (): Timestamp => {
@@ -209,7 +207,7 @@ export function createClock(options: ClockOptions = {}): Clock {
     backend = "custom";
   } else if (wanted === "ffi" || (wanted === "auto" && ffiGranted())) {
     try {
-      source = openFfiSource(options.libc ?? "libc.so.6");
+      source = openFfiSource(options.libc ?? DEFAULT_LIBC);
       backend = "ffi";
     } catch (err) {
       if (wanted === "ffi") {

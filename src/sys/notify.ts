@@ -2,7 +2,8 @@
  * systemd's readiness protocol (`sd_notify(3)`): with `Type=notify`, systemd passes a datagram
  * socket in `$NOTIFY_SOCKET` and waits for `READY=1` before it starts the units ordered after
  * this one — containerd, which connects to our socket as soon as it starts. The message goes
- * out through libc's `socket`/`sendto` (Deno FFI): Deno has no stable unix datagram sockets.
+ * out through libc's `socket`/`sendto` (Deno FFI, `libc.ts`): Deno has no stable unix datagram
+ * sockets. libc is opened for each notification and closed after it (a process sends few).
  *
  * ```ts
  * notifySystemd("READY=1\nSTATUS=serving"); // false when not started by systemd
@@ -11,16 +12,10 @@
  * @module
  */
 
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  sendto: {
-    parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"],
-    result: "isize",
-  },
-  close: { parameters: ["i32"], result: "i32" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
+import { dlopenLibc, errnoOf, type LibcLibrary, strerrorOf } from "./libc.ts";
+
+/** The libc functions sending a notification binds. */
+const FUNCTIONS = ["socket", "sendto", "close", "strerror", "__errno_location"] as const;
 
 /** `AF_UNIX`. */
 export const AF_UNIX = 1;
@@ -68,21 +63,16 @@ export function notifySystemd(
   const socket = options.socket ?? Deno.env.get("NOTIFY_SOCKET");
   if (!socket) return false;
   const { address, length } = unixAddress(socket);
-  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  let lib: LibcLibrary<typeof FUNCTIONS[number]>;
   try {
-    lib = Deno.dlopen(options.libc ?? "libc.so.6", SYMBOLS);
+    lib = dlopenLibc(FUNCTIONS, options.libc);
   } catch (err) {
     throw new NotifyError(`Cannot notify "${socket}": ${(err as Error).message}`, { cause: err });
   }
   try {
     const s = lib.symbols;
-    const failure = (call: string) => {
-      const where = s.__errno_location();
-      const errno = where === null ? 0 : new Deno.UnsafePointerView(where).getInt32();
-      const text = s.strerror(errno);
-      const reason = text === null ? `errno ${errno}` : Deno.UnsafePointerView.getCString(text);
-      return new NotifyError(`Cannot notify "${socket}": ${call}: ${reason}`);
-    };
+    const failure = (call: string) =>
+      new NotifyError(`Cannot notify "${socket}": ${call}: ${strerrorOf(s, errnoOf(s))}`);
     const fd = s.socket(AF_UNIX, SOCK_DGRAM_CLOEXEC, 0);
     if (fd < 0) throw failure("socket");
     try {

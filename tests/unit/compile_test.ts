@@ -79,6 +79,7 @@ Deno.test({
       const text = new TextDecoder("latin1").decode(await Deno.readFile(output));
       assert.ok(text.includes("package containerd.services.snapshots.v1"), "protos embedded");
       assert.ok(text.includes('"n":"smol-toml"'), "npm packages embedded");
+      assert.ok(text.includes('"n":"re2js"'), "re2js (the ~= filters' RE2) embedded");
 
       const metadata = jsonAt(text, '{"argv":');
       const permissions = metadata.permissions as Record<string, unknown>;
