@@ -17,6 +17,7 @@ import { isErrno } from "../dm/errors.ts";
 import { MAX_THIN_ID } from "../dm/thin_messages.ts";
 import type { FsType } from "../dm/mkfs.ts";
 import { checkPoolHealth } from "./health.ts";
+import { PoolMonitor } from "./monitor.ts";
 import type { DeviceRecord, MetadataStore } from "../metadata/store.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
 import { NotFoundError, UnavailableError } from "../util/errors.ts";
@@ -45,6 +46,8 @@ export interface ThinPoolOptions {
   discardBlocks?: boolean;
   /** Attempts to find a free thin id when ids are taken by another pool user (default 64). */
   idAttempts?: number;
+  /** The pool's status as read when it was opened (see `openPool` in `health.ts`). */
+  status?: PoolStatus;
 }
 
 /** What to create a device from. */
@@ -65,6 +68,7 @@ export class ThinPool {
   readonly #idAttempts: number;
   /** In-flight template builds, by template key (instance state). */
   readonly #templates = new Map<string, Promise<DeviceRecord>>();
+  readonly #monitor: PoolMonitor;
 
   /** Creates the manager; call {@linkcode ThinPool.status} to check the pool. */
   constructor(options: ThinPoolOptions) {
@@ -75,6 +79,17 @@ export class ThinPool {
     this.#log = options.logger ?? silentLogger();
     this.#discardBlocks = options.discardBlocks ?? false;
     this.#idAttempts = options.idAttempts ?? 64;
+    this.#monitor = new PoolMonitor(this.dm, this.poolName, options.status);
+  }
+
+  /** Processes the device-mapper layer has spawned so far. */
+  get spawns(): number {
+    return this.dm.spawns;
+  }
+
+  /** Path of the node of `device`. */
+  devicePath(device: { name: string }): string {
+    return devicePath(device.name);
   }
 
   /** dm name of the device with thin id `thinId`. */
@@ -89,10 +104,38 @@ export class ThinPool {
     return /^[1-9][0-9]*$/.test(id) ? Number(id) : undefined;
   }
 
-  /** Throws when the pool cannot take new devices (one `dmsetup status`). */
-  async checkHealth(): Promise<void> {
-    const status = (await this.dm.status(this.poolName))[0];
-    if (status?.target === "thin-pool") checkPoolHealth(status as PoolStatus, this.poolName);
+  /** Throws when the pool cannot take new devices, from a status read now. */
+  async checkHealthNow(): Promise<void> {
+    checkPoolHealth(await this.#monitor.poolStatus(), this.poolName);
+  }
+
+  /**
+   * Refuses new devices on an unhealthy pool with an error that starts with `what`; trusts a
+   * healthy status up to a second old (see `monitor.ts`).
+   */
+  checkHealth(what: string): Promise<void> {
+    return this.#monitor.checkHealth(what);
+  }
+
+  /** The pool's status, read now. */
+  poolStatus(): Promise<PoolStatus> {
+    return this.#monitor.poolStatus();
+  }
+
+  /**
+   * Mapped bytes of an active device, from the shared status of all devices (at most a second
+   * old), or read now when that status does not have it.
+   */
+  async usedBytes(device: { name: string }): Promise<number> {
+    const line = (await this.#monitor.deviceStatus()).get(device.name)?.[0];
+    if (line && "mappedSectors" in line) return line.mappedSectors * 512;
+    return await this.mappedBytes(device);
+  }
+
+  /** Waits for a status read in flight, then releases the device-mapper backend. */
+  async close(): Promise<void> {
+    await this.#monitor.settle();
+    this.dm.close?.();
   }
 
   /**

@@ -223,8 +223,8 @@ export function createService(options: HandlerOptions): SnapshotsService {
     async list(request, sink) {
       const finish = startLog(logger, "List", "");
       try {
-        const filters = validateList(request as WireListRequest);
-        const infos = await s.list(filters);
+        const filter = validateList(request as WireListRequest);
+        const infos = await s.list(filter);
         for (const batch of listBatches(infos, count, bytes)) {
           if (sink.gone() !== undefined) break;
           await sink.write({ info: batch.map(infoToWire) });

@@ -1,11 +1,12 @@
 /**
- * Request validation done before the snapshotter is called: a request that fails here is
- * answered InvalidArgument and changes nothing.
+ * Request validation, done once, before the snapshotter is called: a request that fails here is
+ * answered InvalidArgument and changes nothing. The snapshotter trusts what passes (keys, labels,
+ * field masks) and gets the List filters already parsed.
  *
  * @module
  */
 import { errorKind, errorMessage, InvalidArgumentError } from "../util/errors.ts";
-import { parseFilters } from "../filters/filters.ts";
+import { type Filter, parseFilters } from "../filters/filters.ts";
 import { applyUpdate, validateKey, validateLabels } from "../snapshots/labels.ts";
 import type {
   WireCommitRequest,
@@ -90,14 +91,13 @@ export function validateUpdate(req: WireUpdateRequest): UpdateArgs {
   return { name, labels, paths: [...paths] };
 }
 
-/** Checks a List request's filters (syntax only); returns them unchanged. */
-export function validateList(req: WireListRequest): string[] {
+/** Parses a List request's filters: the only parse of them a List does. */
+export function validateList(req: WireListRequest): Filter {
   const filters = req.filters ?? [];
   try {
-    parseFilters(filters);
+    return parseFilters(filters);
   } catch (err) {
     if (errorKind(err) === "invalid_argument") throw err;
     throw new InvalidArgumentError(`invalid filters: ${errorMessage(err)}`, { cause: err });
   }
-  return filters;
 }

@@ -7,6 +7,7 @@
 /** Snapshot kinds (containerd's numbering on the wire: view 1, active 2, committed 3). */
 export type Kind = "view" | "active" | "committed";
 
+import type { Filter } from "../filters/filters.ts";
 import type { Timestamp } from "../sys/clock.ts";
 
 export type { Timestamp };
@@ -57,8 +58,11 @@ export interface Snapshotter {
   /** Applies `info.labels` to snapshot `info.name` as directed by the field-mask `paths`. */
   update(info: Pick<Info, "name" | "labels"> & Partial<Info>, paths: string[]): Promise<Info>;
   usage(key: string): Promise<Usage>;
-  /** Snapshots matching any of `filters` (containerd filter syntax; empty = all). */
-  list(filters: string[]): Promise<Info[]>;
+  /**
+   * Snapshots matching `filter`: containerd filter strings parsed once, by the caller
+   * (`parseFilters` of `src/filters/`); none = every snapshot.
+   */
+  list(filter?: Filter): Promise<Info[]>;
   cleanup(): Promise<void>;
   /** Idempotent. */
   close(): Promise<void>;

@@ -10,7 +10,13 @@
  *    dropped only *after* the pool deleted the device;
  * 3. whether a device is active is never stored: at start every ready active/view snapshot is
  *    (re)activated and every committed one deactivated, from what the kernel reports.
- * {@linkcode DevmapperSnapshotter.reconcile} finishes or undoes whatever a crash interrupted.
+ * {@linkcode DevmapperSnapshotter.reconcile} (`reconcile.ts`) finishes or undoes whatever a
+ * crash interrupted.
+ *
+ * Input is validated once, at the service boundary (`src/server/validate.ts`): keys, labels and
+ * field masks reach this module checked, and List filters parsed. Everything the snapshotter
+ * talks to below it goes through the {@linkcode ThinPool} (devices, pool status and health) and
+ * its own {@linkcode MetadataStore}.
  *
  * No lock is held across an `await`: transactions are synchronous, and every decision made
  * before device-mapper work is checked again inside the transaction that records its result.
@@ -36,33 +42,18 @@ import {
   type SnapshotRecord,
 } from "../metadata/store.ts";
 import { type Formatter, type FsType, ThinPool } from "../pool/thin_pool.ts";
-import type { DeviceMapper, PoolStatus, TargetStatus } from "../dm/types.ts";
-import { checkPoolHealth, openPool } from "../pool/health.ts";
-import { devicePath } from "../dm/types.ts";
+import type { DeviceMapper, PoolStatus } from "../dm/types.ts";
+import { openPool } from "../pool/health.ts";
 import { isErrno } from "../dm/errors.ts";
-import { type Logger, silentLogger } from "../util/log.ts";
-import { applyUpdate, validateKey, validateLabels } from "../snapshots/labels.ts";
-import { matchInfo, parseFilters } from "../filters/filters.ts";
-import { type Clock, createClock } from "../sys/clock.ts";
+import { reconcile, type ReconcileReport } from "./reconcile.ts";
+import type { SnapshotterSettings } from "./settings.ts";
 
-/** Settings of a snapshotter (the config file's keys, parsed). */
-export interface SnapshotterSettings {
-  /** Directory for the metadata database. */
-  rootPath: string;
-  /** dm name of an existing thin-pool. */
-  poolName: string;
-  /** Virtual size of new parentless devices, bytes. */
-  baseImageSize: number;
-  fsType: FsType;
-  /** mkfs extended options (ext4/ext2); "" for the defaults. */
-  fsOptions: string;
-  /** Remove only marks devices; Cleanup deletes them. */
-  asyncRemove: boolean;
-  /** Discard a device's blocks before deleting it. */
-  discardBlocks: boolean;
-  /** Mount active ext4/xfs snapshots with `discard` (online discard). */
-  onlineDiscard?: boolean;
-}
+export type { SnapshotterSettings };
+import { type Logger, silentLogger } from "../util/log.ts";
+import { applyUpdate } from "../snapshots/labels.ts";
+import type { Filter } from "../filters/filters.ts";
+import { matchInfo } from "../snapshots/match.ts";
+import { type Clock, createClock } from "../sys/clock.ts";
 
 /** Everything {@linkcode openSnapshotter} needs. */
 export interface SnapshotterOptions extends SnapshotterSettings {
@@ -82,11 +73,7 @@ export interface OperationStats {
 
 const KIND_WORD: Record<Kind, string> = { active: "active", view: "view", committed: "committed" };
 
-/**
- * How long one `dmsetup status` of all devices serves Usage calls and the pool health check
- * before Prepare/View: at most one status spawn per second however many calls there are.
- */
-const STATUS_CACHE_MS = 1000;
+export type { ReconcileReport };
 
 /** Opens the store, checks the pool, reconciles, and returns a ready snapshotter. */
 export async function openSnapshotter(options: SnapshotterOptions): Promise<DevmapperSnapshotter> {
@@ -113,15 +100,11 @@ export class DevmapperSnapshotter implements Snapshotter {
   readonly #stats = new Map<string, OperationStats>();
   /** What the reconciliation at start did. */
   lastReconcile: ReconcileReport | undefined;
-  #statusCache: { at: number; status: Promise<Map<string, TargetStatus[]>> } | undefined;
-  /** The pool's status as last read. */
-  #poolStatus: PoolStatus | undefined;
   #closed = false;
 
   /** Use {@linkcode openSnapshotter}. */
   constructor(store: MetadataStore, options: SnapshotterOptions, poolStatus?: PoolStatus) {
     this.#store = store;
-    this.#poolStatus = poolStatus;
     this.#settings = options;
     this.#log = options.logger ?? silentLogger();
     this.#clock = options.clock ?? createClock();
@@ -132,6 +115,7 @@ export class DevmapperSnapshotter implements Snapshotter {
       formatter: options.formatter,
       logger: this.#log,
       discardBlocks: options.discardBlocks,
+      status: poolStatus,
     });
   }
 
@@ -141,7 +125,7 @@ export class DevmapperSnapshotter implements Snapshotter {
   }
 
   async #measure<T>(op: string, fields: Record<string, unknown>, fn: () => Promise<T>): Promise<T> {
-    const spawns = this.pool.dm.spawns;
+    const spawns = this.pool.spawns;
     const started = performance.now();
     let error: unknown;
     try {
@@ -151,7 +135,7 @@ export class DevmapperSnapshotter implements Snapshotter {
       throw err;
     } finally {
       const ms = performance.now() - started;
-      const used = this.pool.dm.spawns - spawns;
+      const used = this.pool.spawns - spawns;
       const s = this.#stats.get(op) ?? { count: 0, spawns: 0, totalMs: 0 };
       s.count++;
       s.spawns += used;
@@ -186,7 +170,7 @@ export class DevmapperSnapshotter implements Snapshotter {
     else if (this.#settings.onlineDiscard && s.fsType !== "ext2") options.push("discard");
     return [{
       type: s.fsType,
-      source: devicePath(device?.name ?? this.pool.deviceName(s.thinId)),
+      source: this.pool.devicePath(device ?? { name: this.pool.deviceName(s.thinId) }),
       target: "",
       options,
     }];
@@ -238,11 +222,8 @@ export class DevmapperSnapshotter implements Snapshotter {
     labels: Record<string, string>,
   ): Promise<Mount[]> {
     this.#open();
-    validateKey(key, "key");
-    if (parent) validateKey(parent, "parent");
-    validateLabels(labels);
     const p = this.#checkNew(kind, key, parent);
-    await this.#checkPoolHealth(`cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
+    await this.pool.checkHealth(`cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
     const fsType = (p?.fsType ?? this.#settings.fsType) as FsType;
     const sizeBytes = p?.sizeBytes ?? this.#settings.baseImageSize;
     const originId = p ? p.thinId : (await this.#template(fsType, sizeBytes)).thinId;
@@ -308,7 +289,7 @@ export class DevmapperSnapshotter implements Snapshotter {
   async #explain(err: unknown, what: string): Promise<Error> {
     if (err instanceof SnapshotterError || !(err instanceof Error)) return err as Error;
     try {
-      await this.pool.checkHealth();
+      await this.pool.checkHealthNow();
     } catch (problem) {
       return new UnavailableError(`${what}: ${errorMessage(problem)}`, { cause: err });
     }
@@ -324,7 +305,6 @@ export class DevmapperSnapshotter implements Snapshotter {
   mounts(key: string): Promise<Mount[]> {
     return this.#measure("mounts", { key }, () => {
       this.#open();
-      validateKey(key, "key");
       const s = this.#ready(key);
       if (s.kind === "committed") {
         throw new FailedPreconditionError(
@@ -344,9 +324,6 @@ export class DevmapperSnapshotter implements Snapshotter {
   ): Promise<void> {
     return this.#measure("commit", { key, name }, async () => {
       this.#open();
-      validateKey(name, "name");
-      validateKey(key, "key");
-      validateLabels(labels);
       const check = () => {
         const s = this.#ready(key);
         if (s.kind !== "active") {
@@ -397,7 +374,6 @@ export class DevmapperSnapshotter implements Snapshotter {
   remove(key: string): Promise<void> {
     return this.#measure("remove", { key }, async () => {
       this.#open();
-      validateKey(key, "key");
       const check = () => {
         const s = this.#ready(key);
         if (this.#store.hasChildren(s.id)) {
@@ -446,7 +422,6 @@ export class DevmapperSnapshotter implements Snapshotter {
   stat(key: string): Promise<Info> {
     return this.#measure("stat", { key }, () => {
       this.#open();
-      validateKey(key, "key");
       return Promise.resolve(this.#info(this.#ready(key)));
     });
   }
@@ -455,10 +430,8 @@ export class DevmapperSnapshotter implements Snapshotter {
   update(info: Pick<Info, "name" | "labels"> & Partial<Info>, paths: string[]): Promise<Info> {
     return this.#measure("update", { key: info.name }, () => {
       this.#open();
-      validateKey(info.name, "key");
       const s = this.#ready(info.name);
       const labels = applyUpdate(s.labels, { name: info.name, labels: info.labels, paths });
-      validateLabels(labels);
       const updated = this.#clock.now();
       this.#store.transaction(() => {
         const again = this.#ready(info.name);
@@ -472,7 +445,6 @@ export class DevmapperSnapshotter implements Snapshotter {
   usage(key: string): Promise<Usage> {
     return this.#measure("usage", { key }, async () => {
       this.#open();
-      validateKey(key, "key");
       const s = this.#ready(key);
       const parentBytes = s.parentId === null
         ? 0
@@ -480,69 +452,23 @@ export class DevmapperSnapshotter implements Snapshotter {
       let bytes = s.usageBytes;
       if (s.kind !== "committed") {
         const name = this.#store.getDevice(s.thinId)?.name ?? this.pool.deviceName(s.thinId);
-        const line = (await this.#deviceStatus()).get(name)?.[0];
-        if (line && "mappedSectors" in line) bytes = line.mappedSectors * 512;
-        else bytes = await this.pool.mappedBytes({ name });
+        bytes = await this.pool.usedBytes({ name });
       }
       return { size: Math.max(0, bytes - parentBytes), inodes: s.usageInodes };
     });
   }
 
-  /** Status of all dm devices, shared for {@link STATUS_CACHE_MS}. */
-  #deviceStatus(): Promise<Map<string, TargetStatus[]>> {
-    const now = performance.now();
-    if (!this.#statusCache || now - this.#statusCache.at > STATUS_CACHE_MS) {
-      const status = this.pool.dm.statusAll();
-      status.then(
-        (all) => {
-          const line = all.get(this.pool.poolName)?.[0];
-          this.#poolStatus = line?.target === "thin-pool" ? line as PoolStatus : undefined;
-        },
-        () => (this.#statusCache = undefined),
-      );
-      this.#statusCache = { at: now, status };
-    }
-    return this.#statusCache.status;
-  }
-
   /** The pool's status, read now (refreshes what the health check before Prepare uses). */
-  async poolStatus(): Promise<PoolStatus> {
-    this.#statusCache = undefined;
-    await this.#deviceStatus();
-    if (!this.#poolStatus) throw new UnavailableError(`pool "${this.pool.poolName}" not found`);
-    return this.#poolStatus;
+  poolStatus(): Promise<PoolStatus> {
+    return this.pool.poolStatus();
   }
 
-  /**
-   * Refuses new devices on a failed, read-only, full or unchecked pool. A healthy last status
-   * (read at start, by Usage, or by the background refresh this starts when it is older than
-   * a second) is trusted, so the check adds no spawn to Prepare; an unhealthy one is read
-   * again before refusing, so a pool that recovered is used at once.
-   */
-  async #checkPoolHealth(what: string): Promise<void> {
-    if (performance.now() - (this.#statusCache?.at ?? -Infinity) > STATUS_CACHE_MS) {
-      this.#deviceStatus().catch(() => {}); // refresh in the background
-    }
-    const check = (status: PoolStatus | undefined) => {
-      if (status) checkPoolHealth(status, this.pool.poolName);
-    };
-    try {
-      check(this.#poolStatus);
-    } catch {
-      try {
-        check(await this.poolStatus());
-      } catch (err) {
-        throw new UnavailableError(`${what}: ${errorMessage(err)}`, { cause: err });
-      }
-    }
-  }
-
-  /** Snapshots matching any of `filters`. */
-  list(filters: string[]): Promise<Info[]> {
+  /** Snapshots matching `filter` (parsed once by the caller); none = all. */
+  list(filter?: Filter): Promise<Info[]> {
     return this.#measure("list", {}, () => {
       this.#open();
-      const filter = parseFilters(filters);
       const infos = this.#store.listSnapshots().map((s) => this.#info(s));
+      if (!filter) return Promise.resolve(infos);
       return Promise.resolve(infos.filter((info) => matchInfo(filter, info)));
     });
   }
@@ -573,84 +499,12 @@ export class DevmapperSnapshotter implements Snapshotter {
    */
   reconcile(): Promise<ReconcileReport> {
     return this.#measure("reconcile", {}, async () => {
-      const report: ReconcileReport = {
-        undone: [],
-        deleted: [],
-        activated: [],
-        deactivated: [],
-        missing: [],
-        busy: [],
-        foreign: [],
-      };
-      // 1. snapshots whose creation never finished: drop them (Prepare never returned).
-      for (const s of this.#store.listSnapshots("creating")) {
-        this.#store.deleteSnapshot(s.id);
-        report.undone.push(s.key);
-      }
-      const active = await this.pool.activeDevices();
-      // 2. devices half-created or half-deleted: delete them.
-      const pending = [
-        ...this.#store.listDevices("creating"),
-        ...this.#store.listDevices("deleting"),
-      ];
-      for (const device of pending) {
-        try {
-          await this.pool.destroy(device);
-          report.deleted.push(device.thinId);
-        } catch (err) {
-          if (!isErrno(err, "EBUSY")) throw err;
-          report.busy.push(device.name);
-        }
-      }
-      // 3. templates of earlier settings: garbage once the configuration changed.
-      const settings = this.#settings;
-      report.deleted.push(
-        ...await this.pool.dropTemplatesExcept(
-          settings.fsType,
-          settings.fsOptions,
-          settings.baseImageSize,
-        ),
-      );
-      // 4. activation follows the records.
-      const wanted = new Set<string>();
-      for (const s of this.#store.listSnapshots()) {
-        const device = this.#store.getDevice(s.thinId);
-        if (!device) {
-          report.missing.push(s.key);
-          continue;
-        }
-        if (s.kind === "committed") continue;
-        wanted.add(device.name);
-        if (active.has(device.name)) continue;
-        try {
-          await this.pool.activate(device);
-          report.activated.push(device.name);
-        } catch (err) {
-          this.#log.error("cannot activate the device of a snapshot", {
-            key: s.key,
-            device: device.name,
-            error: err,
-          });
-          report.missing.push(s.key);
-        }
-      }
-      for (const [name, info] of active) {
-        if (wanted.has(name) || pending.some((d) => d.name === name)) continue;
-        const thinId = this.pool.thinIdOf(name);
-        const device = thinId === undefined ? undefined : this.#store.getDevice(thinId);
-        if (!device || device.state === "foreign") {
-          // another instance sharing the pool (its ids are "foreign" here), or a wiped root
-          report.foreign.push(name);
-          continue;
-        }
-        try {
-          await this.pool.deactivate({ name }, { deferred: info.openCount > 0 });
-          report.deactivated.push(name);
-        } catch (err) {
-          report.busy.push(name);
-          this.#log.warn("cannot deactivate device", { device: name, error: err });
-        }
-      }
+      const report = await reconcile({
+        store: this.#store,
+        pool: this.pool,
+        settings: this.#settings,
+        log: this.#log,
+      });
       this.#log.info("reconciled metadata with the pool", { ...report });
       this.lastReconcile = report;
       return report;
@@ -665,30 +519,8 @@ export class DevmapperSnapshotter implements Snapshotter {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#statusCache?.status.catch(() => {});
+    await this.pool.close();
     this.#store.close();
     this.#clock.close?.();
-    this.pool.dm.close?.();
   }
-}
-
-/** What {@linkcode DevmapperSnapshotter.reconcile} did. */
-export interface ReconcileReport {
-  /** Keys of snapshots whose creation a crash interrupted (dropped). */
-  undone: string[];
-  /** Thin ids deleted from the pool (half-created or half-deleted devices, old templates). */
-  deleted: number[];
-  /** Devices activated for active snapshots and views. */
-  activated: string[];
-  /** Devices deactivated (committed snapshots, templates, strays). */
-  deactivated: string[];
-  /** Snapshots whose device is missing or cannot be activated. */
-  missing: string[];
-  /** Devices still open, left for later. */
-  busy: string[];
-  /**
-   * Active devices named like ours that this store has no row of its own for: another
-   * instance's on a shared pool (or left by a wiped `root_path`). Left alone.
-   */
-  foreign: string[];
 }

@@ -11,10 +11,10 @@
  * | 9     | `cli`                          | commands: serve, pool, config                      |
  * | 8     | `server`, `config`             | the gRPC service and transports; the config file   |
  * | 7     | `snapshotter`                  | containerd's snapshot semantics on thin devices     |
- * | 6     | `filters`                      | containerd's filter language                       |
- * | 5     | `pool`                         | thin devices in one thin-pool, pool health          |
- * | 4     | `metadata`, `dm`               | the SQLite store; device-mapper backends            |
- * | 3     | `snapshots`                    | containerd's snapshot model: types, label rules     |
+ * | 6     | `pool`                         | thin devices in one thin-pool, its status and health |
+ * | 5     | `metadata`, `dm`               | the SQLite store; device-mapper backends            |
+ * | 4     | `snapshots`                    | containerd's snapshot model: types, labels, matching |
+ * | 3     | `filters`                      | containerd's filter language (generic over fields)  |
  * | 2     | `sys`                          | libc through FFI, the clock, sd_notify              |
  * | 1     | `util`                         | errors, log, sizes                                  |
  *
@@ -35,11 +35,11 @@ export const LAYERS: Readonly<Record<string, number>> = {
   server: 8,
   config: 8,
   snapshotter: 7,
-  filters: 6,
-  pool: 5,
-  metadata: 4,
-  dm: 4,
-  snapshots: 3,
+  pool: 6,
+  metadata: 5,
+  dm: 5,
+  snapshots: 4,
+  filters: 3,
   sys: 2,
   util: 1,
 };

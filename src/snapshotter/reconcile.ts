@@ -1,0 +1,133 @@
+/**
+ * Reconciliation at start: finishes or undoes whatever a crash interrupted and brings device
+ * activation in line with the records, before the server accepts calls.
+ *
+ * Invariants it restores:
+ * - no snapshot row is left `creating` (its Prepare never returned: dropped);
+ * - no device row is left `creating` or `deleting` (the device is deleted, then the row), except
+ *   a device still open, which is reported busy and retried at the next start or Cleanup;
+ * - templates of earlier settings are deleted (nothing depends on a template);
+ * - the devices of active snapshots and views are active, those of committed snapshots are not;
+ * - an active device named like ours without a row of our own (another instance's on a shared
+ *   pool) is left alone and reported `foreign`.
+ *
+ * @module
+ */
+import { isErrno } from "../dm/errors.ts";
+import type { MetadataStore } from "../metadata/store.ts";
+import type { ThinPool } from "../pool/thin_pool.ts";
+import type { Logger } from "../util/log.ts";
+import type { SnapshotterSettings } from "./settings.ts";
+
+/** What {@linkcode reconcile} works on. */
+export interface ReconcileContext {
+  store: MetadataStore;
+  pool: ThinPool;
+  settings: Pick<SnapshotterSettings, "fsType" | "fsOptions" | "baseImageSize">;
+  log: Logger;
+}
+
+/** Brings the pool and the store in line; returns what it did. */
+export async function reconcile(
+  { store, pool, settings, log }: ReconcileContext,
+): Promise<ReconcileReport> {
+  const report: ReconcileReport = {
+    undone: [],
+    deleted: [],
+    activated: [],
+    deactivated: [],
+    missing: [],
+    busy: [],
+    foreign: [],
+  };
+  // 1. snapshots whose creation never finished: drop them (Prepare never returned).
+  for (const s of store.listSnapshots("creating")) {
+    store.deleteSnapshot(s.id);
+    report.undone.push(s.key);
+  }
+  const active = await pool.activeDevices();
+  // 2. devices half-created or half-deleted: delete them.
+  const pending = [
+    ...store.listDevices("creating"),
+    ...store.listDevices("deleting"),
+  ];
+  for (const device of pending) {
+    try {
+      await pool.destroy(device);
+      report.deleted.push(device.thinId);
+    } catch (err) {
+      if (!isErrno(err, "EBUSY")) throw err;
+      report.busy.push(device.name);
+    }
+  }
+  // 3. templates of earlier settings: garbage once the configuration changed.
+  report.deleted.push(
+    ...await pool.dropTemplatesExcept(
+      settings.fsType,
+      settings.fsOptions,
+      settings.baseImageSize,
+    ),
+  );
+  // 4. activation follows the records.
+  const wanted = new Set<string>();
+  for (const s of store.listSnapshots()) {
+    const device = store.getDevice(s.thinId);
+    if (!device) {
+      report.missing.push(s.key);
+      continue;
+    }
+    if (s.kind === "committed") continue;
+    wanted.add(device.name);
+    if (active.has(device.name)) continue;
+    try {
+      await pool.activate(device);
+      report.activated.push(device.name);
+    } catch (err) {
+      log.error("cannot activate the device of a snapshot", {
+        key: s.key,
+        device: device.name,
+        error: err,
+      });
+      report.missing.push(s.key);
+    }
+  }
+  for (const [name, info] of active) {
+    if (wanted.has(name) || pending.some((d) => d.name === name)) continue;
+    const thinId = pool.thinIdOf(name);
+    const device = thinId === undefined ? undefined : store.getDevice(thinId);
+    if (!device || device.state === "foreign") {
+      // another instance sharing the pool (its ids are "foreign" here), or a wiped root
+      report.foreign.push(name);
+      continue;
+    }
+    try {
+      await pool.deactivate({ name }, { deferred: info.openCount > 0 });
+      report.deactivated.push(name);
+    } catch (err) {
+      report.busy.push(name);
+      log.warn("cannot deactivate device", { device: name, error: err });
+    }
+  }
+  return report;
+}
+
+/** What {@linkcode reconcile} did. */
+export interface ReconcileReport {
+  /** Keys of snapshots whose creation a crash interrupted (dropped). */
+  undone: string[];
+  /** Thin ids deleted from the pool (half-created or half-deleted devices, old templates). */
+  deleted: number[];
+  /** Devices activated for active snapshots and views. */
+  activated: string[];
+  /** Devices deactivated (committed snapshots, templates, strays). */
+  deactivated: string[];
+  /** Snapshots whose device is missing or cannot be activated. */
+  missing: string[];
+  /** Devices still open, left for later. */
+  busy: string[];
+  /**
+   * Active devices named like ours that this store has no row of its own for: another
+   * instance's on a shared pool (or left by a wiped `root_path`). Left alone.
+   */
+  foreign: string[];
+}
