@@ -83,3 +83,25 @@ Deno.test("aptPackages reads a multi-line bash array", () => {
   ]);
   assert.throws(() => aptPackages("PACKAGES=(a)"), /no APT_PACKAGES/);
 });
+
+Deno.test("every test file and source path the README names exists", async () => {
+  const tracked = new Set<string>();
+  const walk = async (dir: string) => {
+    for await (const e of Deno.readDir(`${REPO_ROOT}${dir}`)) {
+      if (e.name === "node_modules" || e.name.startsWith(".")) continue;
+      const path = dir ? `${dir}/${e.name}` : e.name;
+      if (e.isDirectory) await walk(path);
+      else tracked.add(path);
+    }
+  };
+  for (const dir of ["src", "tests", "testing", "bench", "tools"]) await walk(dir);
+  const names = new Set([...tracked].map((p) => p.split("/").pop()!));
+  const missing: string[] = [];
+  for (const [, name] of readme.matchAll(/`([a-z0-9_]+_test\.(?:ts|go))`/g)) {
+    if (!names.has(name)) missing.push(name);
+  }
+  for (const [, path] of readme.matchAll(/`((?:src|tests|testing|bench|tools)\/[\w./-]+\.\w+)`/g)) {
+    if (!tracked.has(path)) missing.push(path);
+  }
+  assert.deepEqual(missing, [], "README.md names files that do not exist");
+});
