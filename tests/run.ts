@@ -32,7 +32,7 @@ const { values } = parseArgs({
 
 const deno = Deno.execPath();
 const filterArgs = values.filter ? ["--filter", values.filter] : [];
-const UNIT_DIRS = ["src/", "tests/unit/", "bench/"];
+const UNIT_DIRS = ["src/", "testing/", "tests/unit/", "bench/"];
 const KERNEL_DIRS = ["tests/kernel/", "tests/e2e/"];
 
 /** Parses deno test's closing line: `ok | 12 passed | 0 failed | 1 ignored (3s)`. */
@@ -101,7 +101,13 @@ async function runKernel(): Promise<Tally> {
   const dirs = await existingDirs(KERNEL_DIRS);
   const result = await runInKernel({
     command: [deno, "test", "-A", "--no-check", ...filterArgs, ...dirs],
-    env: { NO_COLOR: "1" },
+    // DMSNAP_TEST_* (e.g. the crash test's replay seed) reach the tests in the guest
+    env: {
+      NO_COLOR: "1",
+      ...Object.fromEntries(
+        Object.entries(Deno.env.toObject()).filter(([k]) => k.startsWith("DMSNAP_TEST_")),
+      ),
+    },
     timeoutMs: Number(values["timeout-min"]) * 60_000,
     stream: true,
   });
