@@ -284,6 +284,15 @@ export class ThinPool {
     }
   }
 
+  /** Resumes a suspended device; one that is gone is fine. */
+  async resume(device: { name: string }): Promise<void> {
+    try {
+      await this.dm.resume(device.name);
+    } catch (err) {
+      if (!isErrno(err, "ENXIO") && !isErrno(err, "ENODEV")) throw err;
+    }
+  }
+
   /**
    * Deactivates `device`. `deferred`: when it is open (mounted), it goes away at its last
    * close instead of failing. Otherwise an open device fails with EBUSY (after the dm layer's

@@ -4,6 +4,8 @@
  *
  * Invariants it restores:
  * - no snapshot row is left `creating` (its Prepare never returned: dropped);
+ * - no device of ours is left suspended (a crash between the suspend and the resume around a
+ *   snapshot of an active origin would leave its filesystem frozen);
  * - no device row is left `creating` or `deleting` (the device is deleted, then the row), except
  *   a device still open, which is reported busy and retried at the next start or Cleanup;
  * - templates of earlier settings are deleted (nothing depends on a template);
@@ -34,6 +36,7 @@ export async function reconcile(
   const report: ReconcileReport = {
     undone: [],
     deleted: [],
+    resumed: [],
     activated: [],
     deactivated: [],
     missing: [],
@@ -46,6 +49,16 @@ export async function reconcile(
     report.undone.push(s.key);
   }
   const active = await pool.activeDevices();
+  // 2a. devices of ours left suspended: a crash between the suspend and the resume around a
+  // snapshot of an active origin. Another instance's suspended device may be mid-snapshot: left.
+  for (const [name, info] of active) {
+    if (!info.suspended) continue;
+    const thinId = pool.thinIdOf(name);
+    const device = thinId === undefined ? undefined : store.getDevice(thinId);
+    if (!device || device.state === "foreign") continue;
+    await pool.resume(device);
+    report.resumed.push(name);
+  }
   // 2. devices half-created or half-deleted: delete them.
   const pending = [
     ...store.listDevices("creating"),
@@ -117,6 +130,8 @@ export interface ReconcileReport {
   undone: string[];
   /** Thin ids deleted from the pool (half-created or half-deleted devices, old templates). */
   deleted: number[];
+  /** Devices of ours found suspended and resumed. */
+  resumed: string[];
   /** Devices activated for active snapshots and views. */
   activated: string[];
   /** Devices deactivated (committed snapshots, templates, strays). */

@@ -343,7 +343,9 @@ export class DevmapperSnapshotter implements Snapshotter {
       };
       const s = check();
       const device = this.#store.getDevice(s.thinId)!;
-      const usageBytes = await this.#activeMappedBytes(device);
+      const usageBytes = await this.#activeMappedBytes(device).catch(async (err) => {
+        throw await this.#explain(err, `cannot commit snapshot "${key}"`);
+      });
       const time = this.#clock.now();
       this.#store.transaction(() => {
         check();
@@ -395,7 +397,7 @@ export class DevmapperSnapshotter implements Snapshotter {
               { cause: err },
             );
           }
-          throw err;
+          throw await this.#explain(err, `cannot remove snapshot "${key}"`);
         }
       }
       try {
