@@ -1,14 +1,18 @@
 /**
- * Regenerates `src/server/proto_text.ts` from the `.proto` files under `proto/`, so that the
- * compiled binary carries the wire contract inside itself.
+ * Regenerates the two files made from the `.proto` files under `proto/`:
+ * `src/server/proto_text.ts`, which embeds their text so that the compiled binary carries the
+ * wire contract inside itself, and `src/server/proto_types.ts`, the TypeScript types of their
+ * messages as `proto.ts` decodes them (rendered by `gen_proto_types.ts`).
  *
  * Usage: `deno run --allow-read --allow-write --allow-run tools/gen_proto_text.ts`
- * (`proto_text_test.ts` fails when the two drift apart).
+ * (`proto_text_test.ts` and `proto_types_test.ts` fail when the files drift apart).
  *
  * @module
  */
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DECODE_OPTIONS, loadProtoRoot } from "../src/server/proto.ts";
+import { describeTypes, renderTypes } from "./gen_proto_types.ts";
 
 /** Repository root (two levels above this file). */
 export const REPO_ROOT: string = fileURLToPath(new URL("../", import.meta.url));
@@ -51,13 +55,34 @@ export function renderModule(files: Record<string, string>): string {
   ].join("\n");
 }
 
+/** Paths of the generated files, relative to the repository root. */
+export const GENERATED = {
+  text: "src/server/proto_text.ts",
+  types: "src/server/proto_types.ts",
+} as const;
+
+/** The text of `proto_types.ts` for the given `.proto` files. */
+export function renderTypesModule(files: Record<string, string>): string {
+  return renderTypes(describeTypes(loadProtoRoot(files), DECODE_OPTIONS));
+}
+
+async function denoFmt(args: string[], path: string): Promise<void> {
+  const out = await new Deno.Command(Deno.execPath(), { args: ["fmt", "-q", ...args, path] })
+    .output();
+  if (!out.success) {
+    throw new Error(`Cannot format "${path}": ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
 if (import.meta.main) {
   const files = await readProtoFiles(join(REPO_ROOT, "proto"));
-  const out = join(REPO_ROOT, "src/server/proto_text.ts");
-  await Deno.writeTextFile(out, renderModule(files));
-  const fmt = await new Deno.Command(Deno.execPath(), { args: ["fmt", "-q", out] }).output();
-  if (!fmt.success) {
-    throw new Error(`Cannot format "${out}": ${new TextDecoder().decode(fmt.stderr)}`);
-  }
-  console.log(`wrote ${out} (${Object.keys(files).length} files)`);
+  const text = join(REPO_ROOT, GENERATED.text);
+  await Deno.writeTextFile(text, renderModule(files));
+  await denoFmt([], text);
+  console.log(`wrote ${text} (${Object.keys(files).length} files)`);
+  const types = join(REPO_ROOT, GENERATED.types);
+  await Deno.writeTextFile(types, renderTypesModule(files));
+  // the staleness test compares text, so the rendering must already be formatted
+  await denoFmt(["--check"], types);
+  console.log(`wrote ${types}`);
 }

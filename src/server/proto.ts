@@ -4,6 +4,8 @@
  *
  * Decoded messages use proto field names (`created_at`), enums as numbers and 64-bit integers
  * as decimal strings, so no precision is lost on decoding; encoding accepts numbers or strings.
+ * The message types are generated from the same `.proto` files (`proto_types.ts`); the `Wire*`
+ * names below alias them for the rest of the code.
  *
  * @module
  */
@@ -11,6 +13,7 @@ import { Buffer } from "node:buffer";
 import protobuf from "protobufjs";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import { PROTO_FILES } from "./proto_text.ts";
+import type * as pb from "./proto_types.ts";
 
 /** Proto package of the service. */
 export const SNAPSHOTS_PACKAGE = "containerd.services.snapshots.v1";
@@ -24,8 +27,12 @@ const WELL_KNOWN = [
   "google/protobuf/timestamp.proto",
 ];
 
-/** Options used to turn decoded messages into plain objects. */
-const TO_OBJECT: protobuf.IConversionOptions = {
+/**
+ * Options used to turn decoded messages into plain objects. `proto_types.ts` describes exactly
+ * the objects they produce: its generator refuses other options, so a change here fails
+ * `proto_types_test.ts` until the types are regenerated for it.
+ */
+export const DECODE_OPTIONS: Readonly<protobuf.IConversionOptions> = {
   longs: String,
   enums: Number,
   defaults: true,
@@ -34,93 +41,53 @@ const TO_OBJECT: protobuf.IConversionOptions = {
 };
 
 /** Wire `google.protobuf.Timestamp`; `seconds` is a decimal string after decoding. */
-export interface WireTimestamp {
-  seconds: string | number;
-  nanos: number;
-}
+export type WireTimestamp = pb.Timestamp;
 
 /** Wire `containerd.types.Mount`. */
-export interface WireMount {
-  type: string;
-  source: string;
-  target: string;
-  options: string[];
-}
+export type WireMount = pb.Mount;
 
-/** Wire `Info`. `kind`: 0 unknown, 1 view, 2 active, 3 committed. */
-export interface WireInfo {
-  name: string;
-  parent: string;
-  kind: number;
-  created_at: WireTimestamp | null;
-  updated_at: WireTimestamp | null;
-  labels: Record<string, string>;
-}
+/** Wire `Info`. `kind`: 0 unknown, 1 view, 2 active, 3 committed (`Kind` of `proto_types.ts`). */
+export type WireInfo = pb.Info;
 
-/** Prepare/View request. */
-export interface WirePrepareRequest {
-  snapshotter: string;
-  key: string;
-  parent: string;
-  labels: Record<string, string>;
-}
+/** Prepare/View request (the two messages have the same fields). */
+export type WirePrepareRequest = pb.PrepareSnapshotRequest | pb.ViewSnapshotRequest;
 
-/** Requests that only name a key (Mounts, Remove, Stat, Usage). */
-export interface WireKeyRequest {
-  snapshotter: string;
-  key: string;
-}
+/** Requests that only name a key: Mounts, Remove, Stat, Usage (the same fields). */
+export type WireKeyRequest =
+  | pb.MountsRequest
+  | pb.RemoveSnapshotRequest
+  | pb.StatSnapshotRequest
+  | pb.UsageRequest;
 
 /** Commit request. */
-export interface WireCommitRequest {
-  snapshotter: string;
-  name: string;
-  key: string;
-  labels: Record<string, string>;
-  parent: string;
-}
+export type WireCommitRequest = pb.CommitSnapshotRequest;
 
 /** Update request. */
-export interface WireUpdateRequest {
-  snapshotter: string;
-  info: WireInfo | null;
-  update_mask: { paths: string[] } | null;
-}
+export type WireUpdateRequest = pb.UpdateSnapshotRequest;
 
 /** List request. */
-export interface WireListRequest {
-  snapshotter: string;
-  filters: string[];
-}
+export type WireListRequest = pb.ListSnapshotsRequest;
 
 /** Cleanup request. */
-export interface WireCleanupRequest {
-  snapshotter: string;
-}
+export type WireCleanupRequest = pb.CleanupRequest;
 
-/** Responses carrying mounts (Prepare, View, Mounts). */
-export interface WireMountsResponse {
-  mounts: WireMount[];
-}
+/** Responses carrying mounts (Prepare, View, Mounts: the same fields). */
+export type WireMountsResponse =
+  | pb.PrepareSnapshotResponse
+  | pb.ViewSnapshotResponse
+  | pb.MountsResponse;
 
-/** Responses carrying one Info (Stat, Update). */
-export interface WireInfoResponse {
-  info: WireInfo | null;
-}
+/** Responses carrying one Info (Stat, Update: the same fields). */
+export type WireInfoResponse = pb.StatSnapshotResponse | pb.UpdateSnapshotResponse;
 
 /** One List stream message. */
-export interface WireListResponse {
-  info: WireInfo[];
-}
+export type WireListResponse = pb.ListSnapshotsResponse;
 
 /** Usage response; 64-bit values are decimal strings after decoding. */
-export interface WireUsageResponse {
-  size: string | number;
-  inodes: string | number;
-}
+export type WireUsageResponse = pb.UsageResponse;
 
 /** `google.protobuf.Empty`. */
-export type WireEmpty = Record<string, never>;
+export type WireEmpty = pb.Empty;
 
 /** A method of the service with its request and response types. */
 interface MethodSpec {
@@ -198,7 +165,7 @@ function makeCodec<T>(root: protobuf.Root, typeName: string): MessageCodec<T> {
   return {
     typeName: full,
     encode: (value) => type.encode(type.fromObject(value as Record<string, unknown>)).finish(),
-    decode: (bytes) => type.toObject(type.decode(bytes), TO_OBJECT) as T,
+    decode: (bytes) => type.toObject(type.decode(bytes), DECODE_OPTIONS) as T,
   };
 }
 

@@ -3,15 +3,15 @@ import { join } from "node:path";
 import { readProtoFiles, renderModule, REPO_ROOT } from "../../tools/gen_proto_text.ts";
 import { PROTO_FILES } from "./proto_text.ts";
 
-Deno.test("proto_text.ts embeds exactly the files under proto/ (regenerate with gen_proto_text.ts)", async () => {
+Deno.test("proto_text.ts embeds exactly the files under proto/ (else regenerate it)", async () => {
   const onDisk = await readProtoFiles(join(REPO_ROOT, "proto"));
   assert.deepEqual(
     Object.keys(PROTO_FILES).sort(),
     Object.keys(onDisk),
-    "file list drifted: run `deno run -R -W --allow-run src/server/gen_proto_text.ts`",
+    "file list drifted: run `deno run -R -W --allow-run tools/gen_proto_text.ts`",
   );
   for (const [name, text] of Object.entries(onDisk)) {
-    assert.equal(PROTO_FILES[name], text, `${name} drifted: run src/server/gen_proto_text.ts`);
+    assert.equal(PROTO_FILES[name], text, `${name} drifted: run tools/gen_proto_text.ts`);
   }
 });
 
