@@ -11,23 +11,12 @@
  * await c.handshake();
  * await c.send(c.headersFrame(1, grpcRequestHeaders("/pkg.Svc/Method")), c.dataFrame(1, body, true));
  * const r = await c.response(1);
+ * await c.barrier(); // the server has processed everything sent so far
  * ```
  *
  * @module
  */
 import { encodeHeaders, type HeaderField, HpackDecoder } from "../src/server/native/h2/hpack.ts";
-
-/** Polls `cond` every 5 ms; fails with "timed out waiting for <what>" after `ms`. */
-export async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-/** Resolves after `ms`. */
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Frame type numbers (RFC 9113 §6), spelled out here independently of the server's. */
 export const T = {
@@ -273,6 +262,7 @@ export class RawH2Client implements AsyncDisposable {
   #taken = new Set<RawFrame>();
   #waiters = new Set<Waiter>();
   #eof = false;
+  #barriers = 0;
   #reading: Promise<void>;
   /** Server's SETTINGS_INITIAL_WINDOW_SIZE as last received. */
   serverInitialWindow = 65_535;
@@ -314,7 +304,7 @@ export class RawH2Client implements AsyncDisposable {
    * Waits for the first frame not returned before that matches `pred` (any arrival time).
    * Rejects after `timeoutMs` or when the connection ends without one.
    */
-  waitFrame(pred: (f: RawFrame) => boolean, timeoutMs = 5000): Promise<RawFrame> {
+  waitFrame(pred: (f: RawFrame) => boolean, timeoutMs = 5000, what = "frame"): Promise<RawFrame> {
     let found: RawFrame | undefined;
     return this.#wait(
       () => {
@@ -323,8 +313,31 @@ export class RawH2Client implements AsyncDisposable {
         return found !== undefined;
       },
       timeoutMs,
-      "frame",
+      what,
     ).then(() => found!);
+  }
+
+  /**
+   * Sends a PING and waits for its ACK: a barrier. The server handles frames in the order they
+   * arrive and writes what it sends in order, so once this resolves everything it sent in
+   * answer to the frames sent before (DATA a WINDOW_UPDATE allowed, RST_STREAMs, GOAWAY, …)
+   * is in {@linkcode frames}. Use it to check that nothing more arrives, or that the server
+   * has processed a frame, instead of sleeping. The ACK stays in {@linkcode frames}.
+   */
+  async barrier(timeoutMs = 5000): Promise<void> {
+    const payload = new Uint8Array(8);
+    const view = new DataView(payload.buffer);
+    view.setUint32(0, 0x62617272); // "barr"
+    const n = ++this.#barriers;
+    view.setUint32(4, n);
+    await this.send(pingFrame(payload));
+    await this.waitFrame(
+      (f) =>
+        f.type === T.PING && (f.flags & F.ACK) !== 0 &&
+        f.payload.every((b, i) => b === payload[i]),
+      timeoutMs,
+      `the ACK of barrier PING ${n}`,
+    );
   }
 
   /** Waits until the server has closed the connection. */

@@ -33,10 +33,14 @@ export function bindNotifyReceiver(address: string): NotifyReceiver {
   return {
     address,
     async next(timeoutMs = 10_000) {
-      const received = await poll(() => {
-        const n = Number(s.recv(fd, buffer, BigInt(buffer.length), MSG_DONTWAIT));
-        return n >= 0 && { text: new TextDecoder().decode(buffer.subarray(0, n)) };
-      }, `a notification at ${address}`, { timeoutMs });
+      const received = await poll(
+        () => {
+          const n = Number(s.recv(fd, buffer, BigInt(buffer.length), MSG_DONTWAIT));
+          return n >= 0 && { text: new TextDecoder().decode(buffer.subarray(0, n)) };
+        },
+        `a notification at ${address}`,
+        { timeoutMs },
+      );
       return received.text;
     },
     [Symbol.dispose]() {

@@ -70,7 +70,17 @@ async function existingDirs(dirs: string[]): Promise<string[]> {
 async function typeCheck(): Promise<boolean> {
   console.log("== type check");
   const { success } = await new Deno.Command(deno, {
-    args: ["check", "main.ts", "src/", "testing/", "tests/", "bench/", "tools/gen_proto_text.ts", "tools/gen_proto_types.ts", "tools/gen_readme.ts"],
+    args: [
+      "check",
+      "main.ts",
+      "src/",
+      "testing/",
+      "tests/",
+      "bench/",
+      "tools/gen_proto_text.ts",
+      "tools/gen_proto_types.ts",
+      "tools/gen_readme.ts",
+    ],
     cwd: REPO_ROOT,
   }).output();
   return success;

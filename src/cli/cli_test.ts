@@ -5,6 +5,7 @@ import type { Snapshotter } from "../snapshots/types.ts";
 import { memorySnapshotter } from "../../testing/memory_snapshotter.ts";
 import { connectSnapshots } from "../../testing/snapshots_client.ts";
 import { bindNotifyReceiver } from "../../testing/notify_receiver.ts";
+import { poll } from "../../testing/poll.ts";
 import { type CliOptions, runCli, VERSION } from "./cli.ts";
 import { defaultMetaSize } from "./pool_cmd.ts";
 
@@ -251,11 +252,9 @@ Deno.test("serve: a stop signal while the snapshotter opens ends the start clean
       },
       onListening: () => (listening = true),
     });
-    const deadline = Date.now() + 5000;
-    while (!logs.some((l) => l.includes("signal received")) && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    assert.ok(logs.some((l) => l.includes("signal received")), logs.join(""));
+    await poll(() => logs.some((l) => l.includes("signal received")), "the signal to be logged", {
+      detail: () => logs.join(""),
+    });
     opening.resolve(s);
     const r = await serving;
     assert.equal(r.code, 0, r.err);

@@ -1,10 +1,10 @@
 /**
  * Transport-level tests of the gRPC server over a real unix socket with a grpc-js client. The
- * snapshotter is an in-memory test double (tests/unit/memory_snapshotter.ts); the real one is
+ * snapshotter is an in-memory test double (testing/memory_snapshotter.ts); the real one is
  * tested over gRPC in tests/kernel/server_rpc_test.ts.
  */
 import assert from "node:assert/strict";
-import { status as GrpcStatus } from "@grpc/grpc-js";
+import { Metadata, status as GrpcStatus } from "@grpc/grpc-js";
 import { NotFoundError } from "../util/errors.ts";
 import { createLogger } from "../util/log.ts";
 import type { Snapshotter, Timestamp } from "../snapshots/types.ts";
@@ -13,7 +13,9 @@ import {
   memorySnapshotter,
   type MemorySnapshotterOptions,
 } from "../../testing/memory_snapshotter.ts";
+import { poll } from "../../testing/poll.ts";
 import { makeStaleSocket } from "../../testing/socket_fixtures.ts";
+import { serverConnections } from "../../testing/socket_peers.ts";
 import {
   connectSnapshots,
   isServiceError,
@@ -94,6 +96,28 @@ async function grpcError(
     return { code: err.code, details: err.details };
   }
   assert.fail(`expected ${what} to fail`);
+}
+
+/**
+ * A List call whose messages are counted as they arrive (the client's `list` only resolves at
+ * the end), for cancelling it mid-stream.
+ */
+function listStream(client: SnapshotsClient) {
+  const metadata = new Metadata();
+  metadata.set("containerd-namespace", "default");
+  const call = (client.grpc as unknown as {
+    List(request: unknown, metadata: Metadata): {
+      cancel(): void;
+      on(event: string, listener: (arg: unknown) => void): void;
+    };
+  }).List({ filters: [] }, metadata);
+  let messages = 0;
+  const done = new Promise<void>((resolve, reject) => {
+    call.on("data", () => messages++);
+    call.on("error", reject);
+    call.on("end", () => resolve());
+  });
+  return { messages: () => messages, cancel: () => call.cancel(), done };
 }
 
 /** A gate: calls for `method` wait until released. */
@@ -321,15 +345,15 @@ test("a client that cancels mid-call gets CANCELLED; the server carries on", asy
   await g.entered;
   ac.abort();
   assert.equal((await call).code, GrpcStatus.CANCELLED);
-  // let the server see the RST_STREAM, then let the snapshotter finish after the client left
-  await new Promise((r) => setTimeout(r, 200));
-  g.release();
+  // the client sent RST_STREAM before this call's HEADERS, on the same connection: once it is
+  // answered the server has seen the cancellation. Only then does the snapshotter finish.
   await h.client.prepare("k2");
+  g.release();
   assert.equal((await h.client.stat("k2")).name, "k2");
-  await waitFor(
+  await poll(
     () => h.logs.some((l) => l.includes("method=Stat") && l.includes("code=CANCELLED")),
-    2000,
-    h.logs,
+    "the cancelled Stat to log CANCELLED",
+    { detail: () => h.logs.join("\n") },
   );
 });
 
@@ -353,11 +377,16 @@ test("a client process killed mid-call does not disturb the server", async (tran
     stderr: "null",
   }).spawn();
   await g.entered;
+  const open = await serverConnections(h.path);
   child.kill("SIGKILL");
   await child.status;
-  await new Promise((r) => setTimeout(r, 100));
+  // the snapshotter finishes only after the server has let go of the dead client
+  await poll(
+    async () => await serverConnections(h.path) === open - 1,
+    "the server to close the killed client's connection",
+  );
   g.release();
-  await waitFor(() => h.s.infos.size === 0); // the remove itself completed
+  await poll(() => h.s.infos.size === 0, "the Remove to complete"); // the remove itself completed
   await h.client.prepare("after");
   assert.equal((await h.client.stat("after")).name, "after");
 });
@@ -367,17 +396,18 @@ test("cancelling a List mid-stream stops it; Stat works while a List is held", a
   await using h = await harness(transport, { gate: g.fn, listBatchSize: 1 });
   const big = { big: "x".repeat(4000) };
   for (let i = 0; i < 3000; i++) await h.s.prepare(`k${i}`, "", big);
-  const ac = new AbortController();
-  const listing = grpcError(h.client.list([], { signal: ac.signal }));
+  const listing = listStream(h.client);
   await g.entered;
   // the List is held inside the snapshotter: other calls must not wait for it
   assert.equal((await h.client.stat("k1")).name, "k1");
   g.release();
-  await new Promise((r) => setTimeout(r, 20));
-  ac.abort();
-  assert.equal((await listing).code, GrpcStatus.CANCELLED);
-  await waitFor(() =>
-    h.logs.some((l) => l.includes("method=List") && l.includes("code=CANCELLED"))
+  await poll(() => listing.messages() > 0, "the first List message");
+  listing.cancel();
+  assert.equal((await grpcError(listing.done)).code, GrpcStatus.CANCELLED);
+  await poll(
+    () => h.logs.some((l) => l.includes("method=List") && l.includes("code=CANCELLED")),
+    "the List to log CANCELLED",
+    { detail: () => h.logs.join("\n") },
   );
   assert.equal((await h.client.stat("k2999")).name, "k2999");
 });
@@ -452,7 +482,11 @@ test("graceful close: in-flight calls finish, then the socket goes away", async 
     const closing = h.server.close();
     let closed = false;
     closing.then(() => (closed = true));
-    await new Promise((r) => setTimeout(r, 50));
+    // once new connections are refused, close() has stopped accepting and waits for calls
+    await poll(
+      () => Deno.connect({ transport: "unix", path: h.path }).then((c) => c.close(), () => true),
+      "the server to stop accepting connections",
+    );
     assert.equal(closed, false, "close waits for the in-flight call");
     assert.equal(h.s.isClosed(), false, "the snapshotter stays open while calls run");
     g.release();
@@ -498,13 +532,3 @@ test("close() still removes the socket when closing the snapshotter fails", asyn
     Deno.removeSync(dir, { recursive: true });
   }
 });
-
-async function waitFor(cond: () => boolean, ms = 2000, logs?: string[]): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) {
-      assert.fail(`condition not met in time${logs ? ":\n" + logs.join("\n") : ""}`);
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -6,6 +6,7 @@
  * @module
  */
 import { stringify } from "smol-toml";
+import { type Daemon, spawnDaemon, waitForSocket } from "./daemon.ts";
 
 /** Namespace used by the end-to-end tests unless told otherwise. */
 export const DEFAULT_NAMESPACE = "dmsnap-e2e";
@@ -179,25 +180,6 @@ function decode(bytes: Uint8Array): string {
   return new TextDecoder().decode(bytes).trim();
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function socketAccepts(path: string): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ transport: "unix", path });
-    conn.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Mount points at or below `dir`, deepest first (from /proc/self/mountinfo). */
 export async function mountsBelow(dir: string): Promise<string[]> {
   const info = await Deno.readTextFile("/proc/self/mountinfo");
@@ -240,78 +222,31 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
       pluginSettings: options.pluginSettings,
     }),
   );
-  const state: { child?: Deno.ChildProcess; log?: Deno.FsFile } = {};
+  let daemon: Daemon | undefined;
 
   async function start(): Promise<void> {
-    if (state.child) {
+    if (daemon) {
       throw new ContainerdError(`Cannot start containerd in ${dir}: already running`);
     }
     await Deno.remove(address).catch(() => {});
-    const log = await Deno.open(logPath, { create: true, append: true });
-    const child = new Deno.Command("containerd", {
+    const started = await spawnDaemon("containerd", {
       args: ["--config", configPath],
       env: { PATH: Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin" },
-      clearEnv: false,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    state.child = child;
-    state.log = log;
-    // Both streams go to the log file; ending when the daemon exits.
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream) await log.write(chunk);
-    };
-    const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-    exited.set(
-      child,
-      child.status.then(async (s) => {
-        await pumps.catch(() => {});
-        return s;
-      }),
-    );
-    const deadline = Date.now() + startTimeoutMs;
-    let exitedEarly = false;
-    child.status.then(() => exitedEarly = true);
-    while (Date.now() < deadline) {
-      if (exitedEarly) break;
-      if (await exists(address) && await socketAccepts(address)) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const why = exitedEarly ? "exited" : `no socket after ${startTimeoutMs} ms`;
+      logPath,
+    });
+    daemon = started;
+    const why = await waitForSocket(started, address, startTimeoutMs);
+    if (why === undefined) return;
     await stop().catch(() => {});
     throw new ContainerdError(`Cannot start containerd (${dir}): ${why}\n${await logTail(3000)}`);
   }
 
-  const exited = new Map<Deno.ChildProcess, Promise<Deno.CommandStatus>>();
-
+  /** SIGTERM, then SIGKILL after 10 s. */
   async function stop(): Promise<void> {
-    const child = state.child;
-    if (!child) return;
-    const done = exited.get(child)!;
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const killed = await Promise.race([
-      done.then(() => false),
-      new Promise<boolean>((r) => timer = setTimeout(() => r(true), 10_000)),
-    ]);
-    clearTimeout(timer);
-    if (killed) {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }
-    await done;
-    exited.delete(child);
-    state.log?.close();
-    state.child = undefined;
-    state.log = undefined;
+    const running = daemon;
+    if (!running) return;
+    await running.stop();
+    daemon = undefined;
   }
 
   async function logTail(bytes = 4000): Promise<string> {
@@ -355,7 +290,7 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
   }
 
   async function shutdown(): Promise<void> {
-    if (state.child) {
+    if (daemon) {
       const namespaces = await ctr(["namespaces", "ls", "-q"], { check: false });
       for (const ns of namespaces.stdout.split("\n").filter(Boolean)) {
         const tasks = await ctr(["tasks", "ls", "-q"], { namespace: ns, check: false });
@@ -380,10 +315,10 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
     logPath,
     namespace,
     get running() {
-      return state.child !== undefined;
+      return daemon !== undefined;
     },
     get pid() {
-      return state.child?.pid;
+      return daemon?.child.pid;
     },
     ctr,
     start,

@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { type Containerd, removeTree, startContainerd } from "./containerd.ts";
 import { BASE_IMAGE_SIZE, BUILTIN_SNAPSHOTTER, PROXY_SNAPSHOTTER } from "./environment.ts";
 import { buildTestImage } from "./image.ts";
-import { poolThinIds, sh } from "../kernel/fixtures.ts";
+import { poolThinIds, runCommand, sh } from "../kernel/fixtures.ts";
 import { REPO_ROOT, type SnapshotterServer, startSnapshotterServer } from "./snapshotter_server.ts";
 
 const DEMO_IMAGE = "docker.io/library/dmsnap-demo:latest";
@@ -42,18 +42,13 @@ async function ctr(ctd: Containerd, args: string[]): Promise<string> {
 /** Runs this project's CLI (`deno run -A main.ts ...`), echoing the command. */
 async function cli(...args: string[]): Promise<string> {
   console.log(`         $ deno run -A main.ts ${args.join(" ")}`);
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
+  const out = await runCommand(Deno.execPath(), ["run", "-A", "main.ts", ...args], {
     cwd: REPO_ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success) {
-    const stderr = new TextDecoder().decode(out.stderr).trim();
-    throw new Error(`main.ts ${args.join(" ")} failed (${out.code}): ${stderr || stdout}`);
+  });
+  if (out.code !== 0) {
+    throw new Error(`main.ts ${args.join(" ")} failed (${out.code}): ${out.stderr || out.stdout}`);
   }
-  return stdout;
+  return out.stdout;
 }
 
 /** The data and metadata lines of `main.ts pool status`. */

@@ -6,6 +6,7 @@
  * @module
  */
 import { createTestPool, type TestPool } from "../kernel/fixtures.ts";
+import { poll } from "../../testing/poll.ts";
 import { type Containerd, removeTree, startContainerd } from "./containerd.ts";
 import type { ScenarioContext } from "./scenario.ts";
 import {
@@ -27,17 +28,20 @@ export async function waitForSnapshotter(
   snapshotter: string,
   timeoutMs = 15_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const r = await ctd.ctr(["snapshots", "--snapshotter", snapshotter, "ls"], { check: false });
-    if (r.code === 0) return;
-    if (Date.now() > deadline) {
-      throw new Error(
-        `containerd cannot reach snapshotter "${snapshotter}" after ${timeoutMs} ms: ${r.stderr}`,
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+  let stderr = "";
+  await poll(
+    async () => {
+      const r = await ctd.ctr(["snapshots", "--snapshotter", snapshotter, "ls"], { check: false });
+      stderr = r.stderr;
+      return r.code === 0;
+    },
+    `containerd to reach snapshotter "${snapshotter}"`,
+    {
+      timeoutMs,
+      intervalMs: 250,
+      detail: () => stderr,
+    },
+  );
 }
 
 /** Options for {@linkcode startE2eEnv}. */

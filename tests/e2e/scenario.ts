@@ -10,6 +10,7 @@
 import assert from "node:assert/strict";
 import type { Containerd } from "./containerd.ts";
 import { expectedProbe, parseProbe, type TestImage } from "./image.ts";
+import { poll, timedOut } from "../../testing/poll.ts";
 
 /** What the scenario needs. */
 export interface ScenarioContext {
@@ -118,12 +119,16 @@ async function settleThinCount(
   atMost: number,
   timeoutMs = 10_000,
 ): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  while (true) {
-    const n = (await ctx.thinIds()).length;
-    if (n <= atMost || Date.now() > deadline) return n;
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  let n = 0;
+  await poll(
+    async () => (n = (await ctx.thinIds()).length) <= atMost,
+    `at most ${atMost} thin ids`,
+    {
+      timeoutMs,
+      intervalMs: 200,
+    },
+  ).catch(timedOut);
+  return n;
 }
 
 /**

@@ -7,6 +7,7 @@
 import { stringify } from "smol-toml";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
+import { type Daemon, spawnDaemon, waitForSocket } from "./daemon.ts";
 
 /** Repository root (the guest sees the same path as the host). */
 export const REPO_ROOT: string = fileURLToPath(new URL("../..", import.meta.url)).replace(
@@ -104,16 +105,6 @@ export async function requireServerEntryPoint(): Promise<void> {
   }
 }
 
-async function socketAccepts(path: string): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ transport: "unix", path });
-    conn.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Writes the config and starts the server; resolves once the socket accepts connections. */
 export async function startSnapshotterServer(
   options: SnapshotterServerOptions,
@@ -127,11 +118,7 @@ export async function startSnapshotterServer(
   const logPath = join(options.dir, "snapshotter.log");
   const startTimeoutMs = options.startTimeoutMs ?? 30_000;
   await Deno.writeTextFile(configPath, serverConfig(options));
-  const state: {
-    child?: Deno.ChildProcess;
-    done?: Promise<Deno.CommandStatus>;
-    log?: Deno.FsFile;
-  } = {};
+  let daemon: Daemon | undefined;
 
   async function logTail(bytes = 4000): Promise<string> {
     try {
@@ -142,63 +129,20 @@ export async function startSnapshotterServer(
   }
 
   async function stop(signal: Deno.Signal = "SIGTERM"): Promise<void> {
-    const { child, done } = state;
-    if (!child || !done) return;
-    try {
-      child.kill(signal);
-    } catch {
-      // exited already
-    }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = await Promise.race([
-      done.then(() => false),
-      new Promise<boolean>((r) => timer = setTimeout(() => r(true), 10_000)),
-    ]);
-    clearTimeout(timer);
-    if (late) {
-      try {
-        child.kill("SIGKILL");
-      } catch {
-        // gone
-      }
-    }
-    await done;
-    state.log?.close();
-    state.child = state.done = state.log = undefined;
+    const running = daemon;
+    if (!running) return;
+    await running.stop(signal);
+    daemon = undefined;
   }
 
   async function start(): Promise<void> {
-    if (state.child) throw new SnapshotterServerError("Cannot start the server: already running");
+    if (daemon) throw new SnapshotterServerError("Cannot start the server: already running");
     await Deno.remove(socket).catch(() => {});
-    const log = await Deno.open(logPath, { create: true, append: true });
     const [program, ...args] = argv(configPath, socket);
-    const child = new Deno.Command(program, {
-      args,
-      cwd: REPO_ROOT,
-      env: options.env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream) await log.write(chunk);
-    };
-    const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-    let exitCode: number | undefined;
-    const done = child.status.then(async (s) => {
-      exitCode = s.code;
-      await pumps.catch(() => {});
-      return s;
-    });
-    Object.assign(state, { child, done, log });
-    const deadline = Date.now() + startTimeoutMs;
-    while (Date.now() < deadline && exitCode === undefined) {
-      if (await socketAccepts(socket)) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    const why = exitCode !== undefined
-      ? `exited with code ${exitCode}`
-      : `no socket after ${startTimeoutMs} ms`;
+    const started = await spawnDaemon(program, { args, cwd: REPO_ROOT, env: options.env, logPath });
+    daemon = started;
+    const why = await waitForSocket(started, socket, startTimeoutMs);
+    if (why === undefined) return;
     await stop().catch(() => {});
     throw new SnapshotterServerError(
       `Cannot start the snapshotter server (${argv(configPath, socket).join(" ")}): ` +
@@ -212,10 +156,10 @@ export async function startSnapshotterServer(
     configPath,
     logPath,
     get pid() {
-      return state.child?.pid;
+      return daemon?.child.pid;
     },
     get running() {
-      return state.child !== undefined;
+      return daemon !== undefined;
     },
     start,
     stop: () => stop(),
@@ -226,7 +170,7 @@ export async function startSnapshotterServer(
     },
     logTail,
     async rssKib() {
-      const pid = state.child?.pid;
+      const pid = daemon?.child.pid;
       if (pid === undefined) throw new SnapshotterServerError("Cannot read RSS: server stopped");
       const status = await Deno.readTextFile(`/proc/${pid}/status`);
       const m = /^VmRSS:\s+(\d+) kB/m.exec(status);

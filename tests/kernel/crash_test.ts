@@ -2,13 +2,48 @@
  * SIGKILL at random moments during Prepare/Commit/Remove/View, then restart and check:
  * every record's device exists, every thin id in the pool has a record, no stray dm device,
  * and every committed snapshot keeps its content.
+ *
+ * The moments follow from one seed, printed first with how to replay it, and each kill is
+ * logged with its worker's seed and delay. `DMSNAP_TEST_CRASH_SEED=<n>` replays a run
+ * (`tests/run.ts` passes `DMSNAP_TEST_*` into the test kernel): the same workers (each one's
+ * operations follow from its own seed) killed after the same delays. Where in an operation a
+ * kill lands also depends on how fast the guest runs, so a replay aims at the same place
+ * rather than hitting it exactly.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { poll } from "../../testing/poll.ts";
 import { requireKernel, sh, shTry } from "./fixtures.ts";
 import { createTestSnapshotter, thinDevicesOn, withMount } from "./snapshot_fixtures.ts";
 
 const ITERATIONS = 20;
+
+/** Environment variable with the seed of a run to replay. */
+const SEED_ENV = "DMSNAP_TEST_CRASH_SEED";
+
+/** The seed of this run: from {@linkcode SEED_ENV}, else a fresh random one. */
+function runSeed(): number {
+  const text = Deno.env.get(SEED_ENV);
+  if (text === undefined || text === "") return crypto.getRandomValues(new Uint32Array(1))[0];
+  const seed = Number(text);
+  if (!Number.isSafeInteger(seed) || seed < 0 || seed > 0xffffffff) {
+    throw new Error(`Cannot replay the crash test: ${SEED_ENV}=${text} is not a 32-bit seed`);
+  }
+  return seed;
+}
+
+/** xorshift32 from `seed`: `next(n)` is in 0..n-1; the same seed gives the same sequence. */
+function seeded(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 0x9e3779b9;
+  return (n) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+}
 
 interface Committed {
   name: string;
@@ -48,12 +83,14 @@ async function groupMembers(pgid: number): Promise<number[]> {
  * the "host" unmounts and the snapshotter restarts.
  */
 async function waitForOrphans(pgid: number): Promise<void> {
-  for (let waited = 0; waited < 30_000; waited += 50) {
-    if ((await groupMembers(pgid)).length === 0) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.fail(
-    `processes of the killed worker still running after 30 s: ${await groupMembers(pgid)}`,
+  await poll(
+    async () => (await groupMembers(pgid)).length === 0,
+    "the processes of the killed worker to finish",
+    {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+      detail: async () => `still running: ${await groupMembers(pgid)}`,
+    },
   );
 }
 
@@ -65,7 +102,21 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
   let leaked = 0;
   let lost = 0;
   let undone = 0;
+  const seed = runSeed();
+  const random = seeded(seed);
+  console.log(
+    `crash test: seed ${seed} (replay: ${SEED_ENV}=${seed} deno run -A tests/run.ts ` +
+      `--kernel-only --filter crash)`,
+  );
   for (let iteration = 0; iteration < ITERATIONS; iteration++) {
+    // unique per kill: a worker's keys are made from its seed
+    const workerSeed = (iteration + 1) * 1_000_000 + random(1_000_000);
+    // let it start (~1 s) and get a random amount of work done
+    const delayMs = 1200 + random(2500);
+    console.log(
+      `crash test: seed ${seed}, kill ${iteration + 1}/${ITERATIONS}: worker seed ` +
+        `${workerSeed}, SIGKILL after ${delayMs} ms`,
+    );
     await t.snapshotter.close();
     // setsid: the worker leads its own process group, which its children join
     const child = new Deno.Command("setsid", {
@@ -75,15 +126,15 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
         "-A",
         "--no-check",
         new URL("./crash_worker.ts", import.meta.url).pathname,
-        JSON.stringify({ ...t.settings, mountDir, seed: 1000 + iteration }),
+        JSON.stringify({ ...t.settings, mountDir, seed: workerSeed }),
       ],
       stdout: "piped",
       stderr: "piped",
     }).spawn();
     const output = new Response(child.stdout).text();
     const errors = new Response(child.stderr).text();
-    // let it start (~1 s) and get a random amount of work done
-    await new Promise((r) => setTimeout(r, 1200 + Math.floor(Math.random() * 2500)));
+    // time is what this test is about: the kill lands wherever the worker is by then
+    await new Promise((r) => setTimeout(r, delayMs));
     let exitedEarly = false;
     const leader = await procStat(child.pid);
     if (leader) assert.equal(leader.pgrp, child.pid, "the worker leads its process group");
@@ -97,7 +148,7 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
     const stderr = await errors;
     const stdout = await output;
     if (exitedEarly || /error: Uncaught/.test(stderr)) {
-      const trail = await Deno.readTextFile(join(t.pool.dir, `worker-${1000 + iteration}.log`))
+      const trail = await Deno.readTextFile(join(t.pool.dir, `worker-${workerSeed}.log`))
         .catch((e) => `(no trail: ${e})`);
       const mounts = await Deno.readTextFile("/proc/mounts");
       const dm = await shTry("dmsetup", "info", "-c");
@@ -119,7 +170,7 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
     const s = await t.reopen();
     undone += s.lastReconcile?.undone.length ?? 0;
     // a Remove the kill interrupted may or may not have happened
-    if (removing && !(await s.list([])).some((i) => i.name === removing)) {
+    if (removing && !(await s.list()).some((i) => i.name === removing)) {
       committed.delete(removing);
     }
 
@@ -135,11 +186,15 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
       if (!recorded.has(id)) leaked++;
     }
     // active devices are exactly those of active snapshots and views
-    const infos = await s.list([]);
+    const infos = await s.list();
     const wanted = infos.filter((i) => i.kind !== "committed").map((i) =>
       s.pool.deviceName(s.pool.store.getSnapshot(i.name)!.thinId)
     ).sort();
-    assert.deepEqual(await thinDevicesOn(t.pool.name), wanted, `iteration ${iteration}`);
+    assert.deepEqual(
+      await thinDevicesOn(t.pool.name),
+      wanted,
+      `iteration ${iteration} of seed ${seed}`,
+    );
     // every committed snapshot the worker saw returned is still there with its content
     const names = new Set(infos.map((i) => i.name));
     for (const c of committed.values()) {
@@ -156,7 +211,7 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
     }
   }
   console.log(
-    `crash test: ${ITERATIONS} kills, ${committed.size} committed snapshots tracked, ` +
+    `crash test: seed ${seed}, ${ITERATIONS} kills, ${committed.size} committed snapshots tracked, ` +
       `${undone} interrupted creations undone, leaked thin devices: ${leaked}, ` +
       `lost committed snapshots: ${lost}`,
   );

@@ -31,7 +31,7 @@ function emit(event: Record<string, unknown>) {
 emit({ op: "start", pid: Deno.pid });
 
 for (let i = 0;; i++) {
-  const all = await s.list([]);
+  const all = await s.list();
   const committed = all.filter((x) => x.kind === "committed");
   const actives = all.filter((x) => x.kind !== "committed");
   const choice = random(10);

@@ -16,7 +16,7 @@ import {
 import { mount, umount } from "../../src/dm/mount.ts";
 import { DenoCommandRunner } from "../../src/dm/runner.ts";
 import { devicePath, type ThinStatus, thinTable } from "../../src/dm/types.ts";
-import { createTestPool, requireKernel, sh, shTry } from "./fixtures.ts";
+import { createTestPool, requireKernel, sh, shTry, type TestPool } from "./fixtures.ts";
 
 const MiB = 1024 * 1024;
 
@@ -26,13 +26,19 @@ function driver(): { dm: Dmsetup; runner: DenoCommandRunner } {
   return { dm: new Dmsetup({ runner, busyAttempts: 3, busyBackoffMs: 20 }), runner };
 }
 
+/** Creates thin device 1 of `pool` and activates it with `sizeMb` MiB; returns its name. */
+async function activeThin(dm: Dmsetup, pool: TestPool, sizeMb: number): Promise<string> {
+  await dm.createThin(pool.name, 1);
+  const name = `${pool.name}-t1`;
+  await dm.create(name, thinTable(pool.name, 1, sizeMb * MiB));
+  return name;
+}
+
 async function fsRoundTrip(fsType: FsType, sizeMb: number): Promise<void> {
   const { dm, runner } = driver();
   await using pool = await createTestPool({ dataMb: 256 });
-  await dm.createThin(pool.name, 1);
-  const name = `${pool.name}-t1`;
+  const name = await activeThin(dm, pool, sizeMb);
   const dev = devicePath(name);
-  await dm.create(name, thinTable(pool.name, 1, sizeMb * MiB));
   assert.equal(await blockDeviceSize(dev), sizeMb * MiB);
   await mkfs(runner, { fsType, device: dev });
   assert.equal(await sh("blkid", "-o", "value", "-s", "TYPE", dev), fsType);
@@ -82,9 +88,7 @@ Deno.test("dm driver: mkfs xfs (300 MiB minimum) + mount nouuid, no lost+found",
 Deno.test("dm driver: mkfs ext4 fs_options replace the defaults", async () => {
   const { dm, runner } = driver();
   await using pool = await createTestPool({ dataMb: 64 });
-  await dm.createThin(pool.name, 1);
-  const name = `${pool.name}-t1`;
-  await dm.create(name, thinTable(pool.name, 1, 32 * MiB));
+  const name = await activeThin(dm, pool, 32);
   await mkfs(runner, { fsType: "ext4", device: devicePath(name), fsOptions: "stride=4" });
   const dump = await sh("dumpe2fs", "-h", devicePath(name));
   assert.match(dump, /RAID stride:\s+4/);
@@ -128,9 +132,7 @@ Deno.test("dm driver: mkfs error texts for empty and missing paths", async () =>
 Deno.test("dm driver: blkdiscard returns mapped blocks to the pool", async () => {
   const { dm, runner } = driver();
   await using pool = await createTestPool({ dataMb: 64 });
-  await dm.createThin(pool.name, 1);
-  const name = `${pool.name}-t1`;
-  await dm.create(name, thinTable(pool.name, 1, 16 * MiB));
+  const name = await activeThin(dm, pool, 16);
   await sh("dd", "if=/dev/zero", `of=${devicePath(name)}`, "bs=1M", "count=4", "oflag=direct");
   const [before] = await dm.status(name) as ThinStatus[];
   assert.equal(before.mappedSectors, 4 * 2048);

@@ -18,29 +18,27 @@ export function requireKernel(): void {
   }
 }
 
-/** Runs a command; throws with its stderr unless it succeeds. Returns trimmed stdout. */
-export async function sh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    env: { LC_ALL: "C", DM_DISABLE_UDEV: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success) {
-    const stderr = new TextDecoder().decode(out.stderr).trim();
-    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${stderr || stdout}`);
-  }
-  return stdout;
+/** What a command run by {@linkcode runCommand} returned. */
+export interface CommandResult {
+  code: number;
+  /** Trimmed. */
+  stdout: string;
+  /** Trimmed. */
+  stderr: string;
 }
 
-/** Like {@linkcode sh} but returns the exit code and output instead of throwing. */
-export async function shTry(
+/**
+ * Runs `cmd` with `args` (in `cwd` when given) under `LC_ALL=C` and `DM_DISABLE_UDEV=1`, and
+ * returns its exit code and output, whatever the code.
+ */
+export async function runCommand(
   cmd: string,
-  ...args: string[]
-): Promise<{ code: number; stdout: string; stderr: string }> {
+  args: string[],
+  options: { cwd?: string } = {},
+): Promise<CommandResult> {
   const out = await new Deno.Command(cmd, {
     args,
+    cwd: options.cwd,
     env: { LC_ALL: "C", DM_DISABLE_UDEV: "1" },
     stdout: "piped",
     stderr: "piped",
@@ -50,6 +48,20 @@ export async function shTry(
     stdout: new TextDecoder().decode(out.stdout).trim(),
     stderr: new TextDecoder().decode(out.stderr).trim(),
   };
+}
+
+/** Runs a command; throws with its stderr unless it succeeds. Returns trimmed stdout. */
+export async function sh(cmd: string, ...args: string[]): Promise<string> {
+  const out = await runCommand(cmd, args);
+  if (out.code !== 0) {
+    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${out.stderr || out.stdout}`);
+  }
+  return out.stdout;
+}
+
+/** Like {@linkcode sh} but returns the exit code and output instead of throwing. */
+export function shTry(cmd: string, ...args: string[]): Promise<CommandResult> {
+  return runCommand(cmd, args);
 }
 
 /** A loop-backed thin-pool made for one test. */

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { createTestPool, dmNames, requireKernel, sh, shTry } from "./fixtures.ts";
+import { poll } from "../../testing/poll.ts";
 import {
   mountAll,
   realStack,
@@ -64,7 +65,7 @@ Deno.test("pool failure: activation failing after create_snap leaves no thin dev
     assert.equal(s.pool.store.listDevices("creating").length, 0);
     // the keys are free again and the next attempt works
     await s.prepare("child", "base");
-    assert.deepEqual((await s.list([])).map((i) => i.name).sort(), ["base", "child"]);
+    assert.deepEqual((await s.list()).map((i) => i.name).sort(), ["base", "child"]);
   } finally {
     await s.close();
   }
@@ -191,11 +192,10 @@ Deno.test("pool: an active origin that vanishes just before its suspend, or whil
 
 /** Waits until the dm device `name` is gone (deferred removal runs in the kernel's own time). */
 async function waitGone(name: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while ((await dmNames()).includes(name)) {
-    if (Date.now() > deadline) throw new Error(`${name} was not removed`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await poll(async () => !(await dmNames()).includes(name), `the deferred removal of ${name}`, {
+    timeoutMs: 10_000,
+    intervalMs: 20,
+  });
 }
 
 Deno.test("pool: snapshots of one active origin taken at the same time never interleave their suspend, create_snap and resume", async () => {

@@ -10,6 +10,8 @@ import { connectSnapshots, isServiceError } from "../../testing/snapshots_client
 import { startServer } from "../../src/server/server.ts";
 import { createLogger } from "../../src/util/log.ts";
 import { bindNotifyReceiver } from "../../testing/notify_receiver.ts";
+import { poll, timedOut } from "../../testing/poll.ts";
+import { runStressClient } from "../../testing/stress_run.ts";
 import { requireKernel, shTry } from "./fixtures.ts";
 import { createTestSnapshotter, withMount } from "./snapshot_fixtures.ts";
 
@@ -148,13 +150,16 @@ async function spawnServe(config: string, socket: string, env: Record<string, st
       lines.push(value);
     }
   })();
-  const deadline = Date.now() + 30_000;
-  while (!lines.join("").includes('msg="serving"')) {
-    const exited = await Promise.race([child.status, new Promise((r) => setTimeout(r, 50))]);
-    if (exited || Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`serve did not start: ${lines.join("")}`);
-    }
+  let exited = false;
+  child.status.then(() => exited = true);
+  const serving = await poll(
+    () => exited || lines.join("").includes('msg="serving"'),
+    "serve to log that it serves",
+    { timeoutMs: 30_000, intervalMs: 50 },
+  ).catch(timedOut);
+  if (!serving || exited) {
+    if (!exited) child.kill("SIGKILL");
+    throw new Error(`serve did not start: ${lines.join("")}`);
   }
   return {
     child,
@@ -261,35 +266,16 @@ Deno.test("server_rpc: cross-process hammer against the real snapshotter", async
   } finally {
     c.close();
   }
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      "--no-check",
-      "testing/stress_client.ts",
-      "--address",
-      socket,
-      "--calls",
-      "400",
-      "--concurrency",
-      "8",
-      "--items",
-      String(items),
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, `${text}\n${new TextDecoder().decode(out.stderr)}\n${serve.log()}`);
-  const summary = JSON.parse(text.trim().split("\n").at(-1)!);
-  assert.ok(summary.calls >= 400);
-  assert.equal(summary.unexpectedCount, 0);
+  const run = await runStressClient({ address: socket, calls: 400, concurrency: 8, items });
+  assert.equal(run.code, 0, `${run.report}\n${serve.log()}`);
+  assert.ok(run.summary, run.report);
+  assert.ok(run.summary.calls >= 400);
+  assert.equal(run.summary.unexpectedCount, 0);
   assert.equal((await serve.stop()).code, 0, serve.log());
   t.snapshotter = await t.reopen();
   // every temporary snapshot the hammer made was removed again
   assert.deepEqual(
-    (await t.snapshotter.list([])).map((i) => i.name).filter((n) => n.startsWith("tmp-")),
+    (await t.snapshotter.list()).map((i) => i.name).filter((n) => n.startsWith("tmp-")),
     [],
   );
 });

@@ -5,6 +5,7 @@
  * down cleanly on SIGTERM.
  */
 import assert from "node:assert/strict";
+import { runStressClient } from "../../testing/stress_run.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -33,6 +34,8 @@ Deno.test({
       stdout: "piped",
       stderr: "piped",
     }).spawn();
+    let exited = false;
+    server.status.then(() => exited = true);
     const stderr = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
     const serverErr: string[] = [];
     const errDone = (async () => {
@@ -44,32 +47,10 @@ Deno.test({
     })();
     try {
       assert.equal(await readLine(server.stdout), `listening ${socket}`);
-      const client = await new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--no-check",
-          "testing/stress_client.ts",
-          "--address",
-          socket,
-          "--calls",
-          "10000",
-          "--concurrency",
-          "16",
-        ],
-        cwd: ROOT,
-        stdout: "piped",
-        stderr: "piped",
-      }).output();
-      const out = new TextDecoder().decode(client.stdout);
-      const summary = JSON.parse(out.trim().split("\n").at(-1) ?? "{}");
-      assert.equal(
-        client.code,
-        0,
-        `client failed: ${out}\n${new TextDecoder().decode(client.stderr)}\nserver: ${
-          serverErr.join("")
-        }`,
-      );
+      const run = await runStressClient({ address: socket, calls: 10_000, concurrency: 16 });
+      assert.equal(run.code, 0, `client failed: ${run.report}\nserver: ${serverErr.join("")}`);
+      const summary = run.summary;
+      assert.ok(summary, run.report);
       assert.ok(summary.calls >= 10_001, JSON.stringify(summary));
       assert.equal(summary.unexpectedCount, 0);
       for (const code of ["OK", "NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION"]) {
@@ -78,8 +59,7 @@ Deno.test({
       assert.ok(summary.byMethod.List >= 1500);
 
       // still alive: the process has not exited
-      const race = await Promise.race([server.status, new Promise((r) => setTimeout(r, 50, "up"))]);
-      assert.equal(race, "up", `server exited: ${serverErr.join("")}`);
+      assert.equal(exited, false, `server exited: ${serverErr.join("")}`);
 
       server.kill("SIGTERM");
       const status = await server.status;

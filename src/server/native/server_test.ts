@@ -1,6 +1,6 @@
 /**
  * Adversarial tests of the native gRPC server (`startServer({ transport: "native" })`) with a
- * raw HTTP/2 client (tests/unit/h2_raw_client.ts): requests cut and padded in ways a grpc-js
+ * raw HTTP/2 client (testing/h2_raw_client.ts): requests cut and padded in ways a grpc-js
  * client never produces, flow control driven by hand, bad gRPC framing, deadlines, limits,
  * resets, GOAWAY and shutdown. The snapshotter is the in-memory test double.
  */
@@ -31,11 +31,11 @@ import {
   rstFrame,
   S,
   settingsFrame,
-  sleep,
   T,
-  waitFor,
   windowUpdateFrame,
 } from "../../../testing/h2_raw_client.ts";
+import { poll } from "../../../testing/poll.ts";
+import { serverConnections } from "../../../testing/socket_peers.ts";
 import { decodeGrpcMessage } from "./grpc_wire.ts";
 import { encodeHeaders, type HeaderField } from "./h2/hpack.ts";
 import {
@@ -44,12 +44,8 @@ import {
   type WireInfoResponse,
   type WireListResponse,
 } from "../proto.ts";
-import {
-  MAX_MESSAGE_BYTES,
-  type RunningServer,
-  type ServerOptions,
-  startServer,
-} from "../server.ts";
+import { type RunningServer, type ServerOptions, startServer } from "../server.ts";
+import { MAX_MESSAGE_BYTES } from "../transport.ts";
 
 const T0: Timestamp = { seconds: 1_700_000_000, nanos: 5 };
 const proto = loadSnapshotsProto();
@@ -126,7 +122,21 @@ async function harness(
   };
 }
 
-/** Sends a unary call (HEADERS + one DATA with END_STREAM, one write) and reads its answer. */
+/** Sends a unary call: HEADERS and one DATA with END_STREAM, in one write. */
+async function sendCall(
+  c: RawH2Client,
+  id: number,
+  method: string,
+  body: Uint8Array,
+  extra: HeaderField[] = [],
+): Promise<void> {
+  await c.send(
+    headersFrame(id, grpcRequestHeaders(path(method), extra)),
+    dataFrame(id, body, true),
+  );
+}
+
+/** Sends a unary call (see {@linkcode sendCall}) and reads its answer. */
 async function call(
   c: RawH2Client,
   id: number,
@@ -134,10 +144,7 @@ async function call(
   body: Uint8Array,
   extra: HeaderField[] = [],
 ): Promise<GrpcResult> {
-  await c.send(
-    headersFrame(id, grpcRequestHeaders(path(method), extra)),
-    dataFrame(id, body, true),
-  );
+  await sendCall(c, id, method, body, extra);
   return await c.grpcResponse(id);
 }
 
@@ -154,6 +161,15 @@ function gate(method: string) {
     entered: () => entered,
     release: () => resolve(),
   };
+}
+
+/** A harness holding calls of `method` at a gate, with a snapshot "k" and a connected client. */
+async function gated(method: string) {
+  const g = gate(method);
+  const h = await harness({ gate: g.fn });
+  await h.s.prepare("k", "");
+  const c = await h.client();
+  return { g, h, c, [Symbol.asyncDispose]: () => h[Symbol.asyncDispose]() };
 }
 
 /** Asserts a trailers-only gRPC answer with `code` (one HEADERS frame with END_STREAM). */
@@ -378,17 +394,15 @@ Deno.test("native: a message of exactly 16 MiB is accepted", async () => {
 // ---- deadlines ----
 
 Deno.test("native: grpc-timeout 50m on a held call → DEADLINE_EXCEEDED; the server carries on", async () => {
-  const g = gate("stat");
-  await using h = await harness({ gate: g.fn });
-  await h.s.prepare("k", "");
-  await using c = await h.client();
+  await using t = await gated("stat");
+  const { g, h, c } = t;
   const started = performance.now();
   const r = await call(c, 1, "Stat", statBody("k"), [["grpc-timeout", "50m"]]);
   const took = performance.now() - started;
   assertTrailersOnly(r, Code.DEADLINE_EXCEEDED);
   assert.ok(took >= 45 && took < 2000, `took ${took} ms`);
   g.release();
-  await waitFor(() => h.logs.some((l) => l.includes("method=Stat")), "the Stat to finish");
+  await poll(() => h.logs.some((l) => l.includes("method=Stat")), "the Stat to finish");
   // logged as what it was: the deadline passed (not a cancellation by the client)
   assert.match(h.logs.find((l) => l.includes("method=Stat"))!, /code=DEADLINE_EXCEEDED/);
   // nothing more on the expired stream
@@ -398,21 +412,19 @@ Deno.test("native: grpc-timeout 50m on a held call → DEADLINE_EXCEEDED; the se
 });
 
 Deno.test("native: a deadline further away than setTimeout's range does not fire at once", async () => {
-  const g = gate("stat");
-  await using h = await harness({ gate: g.fn });
-  await h.s.prepare("k", "");
-  await using c = await h.client();
+  await using t = await gated("stat");
+  const { g, c } = t;
   // 2^31 ms is about 24.9 days; grpc-go sends e.g. "2592000S" for a 30-day context deadline
   let id = 1;
   for (const timeout of ["2592000S", "99999999H", "3000000S"]) {
-    await c.send(
-      headersFrame(id, grpcRequestHeaders(path("Stat"), [["grpc-timeout", timeout]])),
-      dataFrame(id, statBody("k"), true),
-    );
+    await sendCall(c, id, "Stat", statBody("k"), [["grpc-timeout", timeout]]);
     id += 2;
   }
-  await waitFor(() => g.entered() === 3, "the calls to reach the snapshotter");
-  await sleep(50);
+  await poll(() => g.entered() === 3, "the calls to reach the snapshotter");
+  // time is what is tested here: a deadline past 2^31-1 ms given to setTimeout fires after
+  // 1 ms; give such a timer ample time, then let the barrier bring in whatever it sent
+  await new Promise((r) => setTimeout(r, 50));
+  await c.barrier();
   for (let i = 1; i < id; i += 2) {
     assert.equal(c.stream(i), undefined, `stream ${i} answered early`);
   }
@@ -482,20 +494,15 @@ Deno.test("native: past MAX_CONCURRENT_STREAMS (1000) a stream is refused with R
 });
 
 Deno.test("native: RST_STREAM mid-call cancels that call only", async () => {
-  const g = gate("usage");
-  await using h = await harness({ gate: g.fn });
-  await h.s.prepare("k", "");
-  await using c = await h.client();
-  await c.send(
-    headersFrame(1, grpcRequestHeaders(path("Usage"))),
-    dataFrame(1, statBody("k"), true),
-  );
-  await waitFor(() => g.entered() === 1, "the Usage call");
+  await using t = await gated("usage");
+  const { g, h, c } = t;
+  await sendCall(c, 1, "Usage", statBody("k"));
+  await poll(() => g.entered() === 1, "the Usage call");
   await c.send(rstFrame(1, E.CANCEL));
   // other calls are served while the cancelled one is still inside the snapshotter
   assert.equal((await call(c, 3, "Stat", statBody("k"))).grpcStatus, Code.OK);
   g.release();
-  await waitFor(
+  await poll(
     () => h.logs.some((l) => l.includes("method=Usage") && l.includes("code=CANCELLED")),
     "the Usage call to log CANCELLED",
   );
@@ -508,10 +515,7 @@ Deno.test("native: a List larger than a tiny peer window arrives intact, never b
   const labels = { big: "x".repeat(500) };
   for (let i = 0; i < 60; i++) await h.s.prepare(`k${String(i).padStart(3, "0")}`, "", labels);
   await using c = await h.client([[S.INITIAL_WINDOW_SIZE, 100]], { autoWindowUpdate: false });
-  await c.send(
-    headersFrame(1, grpcRequestHeaders(path("List"))),
-    dataFrame(1, grpcMessage(listRequest.encode({ filters: [] })), true),
-  );
+  await sendCall(c, 1, "List", grpcMessage(listRequest.encode({ filters: [] })));
   let streamCredit = 100;
   let connCredit = 65_535;
   const received = () => c.stream(1)?.data.length ?? 0;
@@ -523,7 +527,7 @@ Deno.test("native: a List larger than a tiny peer window arrives intact, never b
       5000,
       `data up to ${Math.min(streamCredit, connCredit)}`,
     );
-    await sleep(step < 5 ? 20 : 0); // early on, check that nothing more comes
+    await c.barrier(); // nothing more than the credit came
     assert.ok(received() <= streamCredit && received() <= connCredit, `${received()} > credit`);
     if (c.stream(1)?.ended) break;
     const grant = [1, 77, 1000, 4096, 5000][step++ % 5];
@@ -560,36 +564,28 @@ Deno.test("native: a List stalled by flow control holds its place; RST_STREAM en
   await using h = await harness({ listBatchSize: 1 });
   for (let i = 0; i < 50; i++) await h.s.prepare(`k${i}`, "", { v: "z".repeat(2000) });
   await using c = await h.client([[S.INITIAL_WINDOW_SIZE, 1000]], { autoWindowUpdate: false });
-  await c.send(
-    headersFrame(1, grpcRequestHeaders(path("List"))),
-    dataFrame(1, grpcMessage(listRequest.encode({})), true),
-  );
+  await sendCall(c, 1, "List", grpcMessage(listRequest.encode({})));
   await c.waitUntil(() => (c.stream(1)?.data.length ?? 0) === 1000);
-  await sleep(50);
+  await c.barrier();
   assert.equal(c.stream(1)!.data.length, 1000);
   assert.ok(!h.logs.some((l) => l.includes("method=List")), "the List is still running");
   // other calls on the connection are not stuck behind it
   await h.s.prepare("other", "");
   assert.equal((await call(c, 3, "Stat", statBody("other"))).grpcStatus, Code.OK);
   await c.send(rstFrame(1, E.CANCEL));
-  await waitFor(
+  await poll(
     () => h.logs.some((l) => l.includes("method=List") && l.includes("code=CANCELLED")),
     "the List to end CANCELLED",
   );
 });
 
 Deno.test("native: client GOAWAY — the open call is answered, then the server closes", async () => {
-  const g = gate("stat");
-  await using h = await harness({ gate: g.fn });
-  await h.s.prepare("k", "");
-  await using c = await h.client();
-  await c.send(
-    headersFrame(1, grpcRequestHeaders(path("Stat"))),
-    dataFrame(1, statBody("k"), true),
-  );
-  await waitFor(() => g.entered() === 1, "the call");
+  await using t = await gated("stat");
+  const { g, c } = t;
+  await sendCall(c, 1, "Stat", statBody("k"));
+  await poll(() => g.entered() === 1, "the call");
   await c.send(goawayFrame(1, E.NO_ERROR));
-  await sleep(30);
+  await c.barrier();
   assert.equal(c.eof, false);
   g.release();
   assert.equal((await c.grpcResponse(1)).grpcStatus, Code.OK);
@@ -597,25 +593,17 @@ Deno.test("native: client GOAWAY — the open call is answered, then the server 
 });
 
 Deno.test("native: graceful shutdown sends GOAWAY, refuses new streams, waits for the call in flight", async () => {
-  const g = gate("stat");
-  await using h = await harness({ gate: g.fn });
-  await h.s.prepare("k", "");
-  await using c = await h.client();
-  await c.send(
-    headersFrame(3, grpcRequestHeaders(path("Stat"))),
-    dataFrame(3, statBody("k"), true),
-  );
-  await waitFor(() => g.entered() === 1, "the call");
+  await using t = await gated("stat");
+  const { g, h, c } = t;
+  await sendCall(c, 3, "Stat", statBody("k"));
+  await poll(() => g.entered() === 1, "the call");
   let closed = false;
   const closing = h.server.close().then(() => closed = true);
   await c.waitFrame((f) => f.type === T.GOAWAY);
   assert.deepEqual(c.goaways(), [{ lastStreamId: 3, code: E.NO_ERROR, debug: "" }]);
-  await c.send(
-    headersFrame(5, grpcRequestHeaders(path("Stat"))),
-    dataFrame(5, statBody("k"), true),
-  );
+  await sendCall(c, 5, "Stat", statBody("k"));
   assert.equal((await c.response(5)).rst, E.REFUSED_STREAM);
-  await sleep(30);
+  await c.barrier();
   assert.equal(closed, false);
   assert.equal(h.s.isClosed(), false);
   g.release();
@@ -653,12 +641,16 @@ Deno.test("native: a client that disconnects abruptly mid-request or mid-call le
     headersFrame(3, grpcRequestHeaders(path("Stat"))),
     dataFrame(3, statBody("k2")).subarray(0, 12), // cut inside a frame
   ));
-  await waitFor(() => g.entered() === 1, "the Remove");
+  await poll(() => g.entered() === 1, "the Remove");
+  const open = await serverConnections(h.path);
   conn.close(); // nothing read: a hard close
-  await sleep(30);
+  await poll(
+    async () => await serverConnections(h.path) === open - 1,
+    "the server to close the dropped connection",
+  );
   g.release();
-  await waitFor(() => !h.s.infos.has("k"), "the Remove to complete");
-  await waitFor(
+  await poll(() => !h.s.infos.has("k"), "the Remove to complete");
+  await poll(
     () => h.logs.some((l) => l.includes("method=Remove") && l.includes("code=CANCELLED")),
     "the Remove to log CANCELLED",
   );
@@ -709,14 +701,17 @@ Deno.test("native: running out of file descriptors at accept is survived: new co
   })();
   const conns: Deno.UnixConn[] = [];
   try {
-    await waitFor(() => lines.includes("ready"), "the server process", 20_000);
+    await poll(() => lines.includes("ready"), 'the server process to print "ready"', {
+      timeoutMs: 20_000,
+      detail: () => lines.join("\n"),
+    });
     // more connections than the server can hold open
     for (let i = 0; i < 100; i++) {
       const conn = await Deno.connect({ transport: "unix", path: sock });
       conns.push(conn);
       await conn.write(concat(CLIENT_PREFACE, settingsFrame()));
     }
-    await waitFor(
+    await poll(
       () => lines.some((l) => /accept/i.test(l) && /too many open files/i.test(l)),
       "the server to run out of fds",
     );

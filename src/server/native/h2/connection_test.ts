@@ -1,5 +1,5 @@
 /**
- * Adversarial tests of the HTTP/2 server connection: a raw client (tests/unit/h2_raw_client.ts)
+ * Adversarial tests of the HTTP/2 server connection: a raw client (testing/h2_raw_client.ts)
  * speaks bytes to an {@linkcode H2ServerConnection} over a real unix socket, including what no
  * well-behaved client sends. The application on top is a tiny test app (echo, large bodies,
  * held streams), so these tests are about HTTP/2 alone; gRPC is in native_server_test.ts.
@@ -21,12 +21,11 @@ import {
   rstFrame,
   S,
   settingsFrame,
-  sleep,
   T,
   u32,
-  waitFor,
   windowUpdateFrame,
 } from "../../../../testing/h2_raw_client.ts";
+import { poll } from "../../../../testing/poll.ts";
 import { type H2ConnectionOptions, H2ServerConnection, type H2ServerStream } from "./connection.ts";
 import { H2ConnectionError } from "./frames.ts";
 import { encodeHeaders, type HeaderField } from "./hpack.ts";
@@ -128,13 +127,13 @@ async function server(options: Partial<H2ConnectionOptions> = {}): Promise<Serve
       const c = await RawH2Client.connect(path, clientOptions);
       clients.push(c);
       const n = ++connects;
-      await waitFor(() => conns.length >= n, "the server to accept");
+      await poll(() => conns.length >= n, "the server to accept");
       return c;
     },
     async raw() {
       const conn = await Deno.connect({ transport: "unix", path });
       const n = ++connects;
-      await waitFor(() => conns.length >= n, "the server to accept");
+      await poll(() => conns.length >= n, "the server to accept");
       return conn;
     },
     async allRunsDone() {
@@ -181,6 +180,18 @@ async function ready(s: Server, settings: [number, number][] = [], options?: Raw
   const c = await s.client(options);
   await c.handshake(settings);
   return c;
+}
+
+/**
+ * Opens `/hold` streams `ids` (whole requests) and waits, with a barrier, until the app holds
+ * them; returns them.
+ */
+async function hold(s: Server, c: RawH2Client, ...ids: number[]): Promise<H2ServerStream[]> {
+  const before = s.held.length;
+  await c.send(...ids.map((id) => headersFrame(id, req("/hold"), true)));
+  await c.barrier();
+  assert.deepEqual(s.held.slice(before).map((h) => h.id), ids, "held streams");
+  return s.held.slice(before);
 }
 
 async function echo(c: RawH2Client, id: number, body: Uint8Array) {
@@ -664,26 +675,26 @@ Deno.test("connection: a small peer INITIAL_WINDOW_SIZE holds DATA until WINDOW_
   await using c = await ready(s, [[S.INITIAL_WINDOW_SIZE, 100]], { autoWindowUpdate: false });
   await c.send(headersFrame(1, req("/big/1000"), true));
   await c.waitUntil(() => (c.stream(1)?.data.length ?? 0) >= 100);
-  await sleep(50);
+  await c.barrier();
   const stream = () => c.stream(1)!;
   assert.equal(stream().data.length, 100, "no more than the window");
   assert.equal(stream().ended, false);
   await c.send(windowUpdateFrame(1, 250));
   await c.waitUntil(() => stream().data.length >= 350);
-  await sleep(30);
+  await c.barrier();
   assert.equal(stream().data.length, 350);
   // raising INITIAL_WINDOW_SIZE adds the difference to open streams' windows
   await c.send(settingsFrame([[S.INITIAL_WINDOW_SIZE, 400]]));
   await c.waitUntil(() => stream().data.length >= 650);
-  await sleep(30);
+  await c.barrier();
   assert.equal(stream().data.length, 650);
   // lowering it makes the window negative: nothing more until it is positive again
   await c.send(settingsFrame([[S.INITIAL_WINDOW_SIZE, 0]]), windowUpdateFrame(1, 300));
-  await sleep(50);
+  await c.barrier();
   assert.equal(stream().data.length, 650);
   await c.send(windowUpdateFrame(1, 101));
   await c.waitUntil(() => stream().data.length >= 651);
-  await sleep(30);
+  await c.barrier();
   assert.equal(stream().data.length, 651);
   await c.send(windowUpdateFrame(1, 10_000));
   const r = await c.response(1);
@@ -692,7 +703,7 @@ Deno.test("connection: a small peer INITIAL_WINDOW_SIZE holds DATA until WINDOW_
   // a new stream starts with the current INITIAL_WINDOW_SIZE (0): headers, but no data
   await c.send(headersFrame(3, req("/big/10"), true));
   await c.waitUntil(() => (c.stream(3)?.blocks.length ?? 0) === 1);
-  await sleep(30);
+  await c.barrier();
   assert.equal(c.stream(3)!.data.length, 0);
   await c.send(windowUpdateFrame(3, 10));
   assert.deepEqual((await c.response(3)).data, pattern(10));
@@ -707,11 +718,11 @@ Deno.test("connection: the connection send window is shared by streams and honou
   await c.send(dataFrame(1, new Uint8Array(0), true), dataFrame(3, new Uint8Array(0), true));
   const total = () => (c.stream(1)?.data.length ?? 0) + (c.stream(3)?.data.length ?? 0);
   await c.waitUntil(() => total() >= 65_535);
-  await sleep(50);
+  await c.barrier();
   assert.equal(total(), 65_535);
   await c.send(windowUpdateFrame(0, 30_000));
   await c.waitUntil(() => total() >= 95_535);
-  await sleep(30);
+  await c.barrier();
   assert.equal(total(), 95_535);
   await c.send(windowUpdateFrame(0, 10_000));
   assert.deepEqual((await c.response(1)).data, pattern(50_000));
@@ -733,8 +744,7 @@ Deno.test("connection: flow-control errors — WINDOW_UPDATE 0 and window overfl
   {
     // on a stream these are stream errors: the connection lives
     await using c = await ready(s);
-    await c.send(headersFrame(1, req("/hold"), true), headersFrame(3, req("/hold"), true));
-    await waitFor(() => s.held.length === 2, "held streams");
+    await hold(s, c, 1, 3);
     await c.send(windowUpdateFrame(1, 0), windowUpdateFrame(3, 2 ** 31 - 1));
     assert.equal((await c.response(1)).rst, E.PROTOCOL_ERROR);
     assert.equal((await c.response(3)).rst, E.FLOW_CONTROL_ERROR);
@@ -748,7 +758,8 @@ Deno.test("connection: flow-control errors — WINDOW_UPDATE 0 and window overfl
     // a SETTINGS change that pushes an open stream's window past 2^31-1
     await using c = await ready(s, [], { autoWindowUpdate: false });
     await c.send(headersFrame(7, req("/hold"), true), windowUpdateFrame(7, 2 ** 31 - 1 - 65_535));
-    await waitFor(() => s.held.length === 3, "held stream");
+    await c.barrier();
+    assert.equal(s.held.length, 3, "held stream");
     await c.send(settingsFrame([[S.INITIAL_WINDOW_SIZE, 65_536]]));
     await assertGoaway(c, E.FLOW_CONTROL_ERROR);
   }
@@ -818,13 +829,12 @@ Deno.test("connection: DATA frames never exceed the peer's MAX_FRAME_SIZE; heade
 Deno.test("connection: RST_STREAM from the client cancels that stream only", async () => {
   await using s = await server();
   await using c = await ready(s);
-  await c.send(headersFrame(1, req("/hold"), true));
-  await waitFor(() => s.held.length === 1, "held stream");
-  const held = s.held[0];
+  const [held] = await hold(s, c, 1);
   let cancelled = 0;
   held.onCancel(() => cancelled++);
   await c.send(rstFrame(1, E.CANCEL));
-  await waitFor(() => held.cancelled, "cancellation");
+  await c.barrier();
+  assert.equal(held.cancelled, true, "cancelled by the RST_STREAM");
   assert.equal(cancelled, 1);
   // late answers to a reset stream go nowhere and do not hang
   held.sendHeaders([[":status", "200"]]);
@@ -841,9 +851,7 @@ Deno.test("connection: RST_STREAM from the client cancels that stream only", asy
 Deno.test("connection: a reset while the answer waits for flow control releases sendData", async () => {
   await using s = await server();
   await using c = await ready(s, [[S.INITIAL_WINDOW_SIZE, 10]], { autoWindowUpdate: false });
-  await c.send(headersFrame(1, req("/hold"), true));
-  await waitFor(() => s.held.length === 1, "held stream");
-  const held = s.held[0];
+  const [held] = await hold(s, c, 1);
   held.sendHeaders([[":status", "200"]]);
   const sent = held.sendData(pattern(1000), true);
   await c.waitUntil(() => (c.stream(1)?.data.length ?? 0) === 10);
@@ -865,12 +873,14 @@ Deno.test("connection: streams over MAX_CONCURRENT_STREAMS are refused; freed sl
   );
   assert.equal((await c.response(5)).rst, E.REFUSED_STREAM);
   assert.equal((await c.response(7)).rst, E.REFUSED_STREAM);
-  await waitFor(() => s.held.length === 1, "held stream");
+  await c.barrier();
+  assert.equal(s.held.length, 1, "held stream");
   s.held[0].sendHeaders([[":status", "204"]], true);
   await c.response(1);
   await echo(c, 9, pattern(4));
   await c.send(dataFrame(3, new Uint8Array(0), true));
-  await waitFor(() => s.held.length === 2, "the second held stream");
+  await c.barrier();
+  assert.equal(s.held.length, 2, "the second held stream");
   s.held[1].sendHeaders([[":status", "204"]], true);
   await c.response(3);
   assert.equal(c.goaways().length, 0);
@@ -878,22 +888,24 @@ Deno.test("connection: streams over MAX_CONCURRENT_STREAMS are refused; freed sl
 });
 
 Deno.test("connection: client GOAWAY — open streams finish, then the server closes", async () => {
-  await using s = await server();
+  const closeGraceMs = 300;
+  await using s = await server({ closeGraceMs });
   await using c = await ready(s);
-  await c.send(headersFrame(1, req("/hold"), true));
-  await waitFor(() => s.held.length === 1, "held");
+  await hold(s, c, 1);
   await c.send(goawayFrame(0, E.NO_ERROR));
-  await sleep(50);
+  await c.barrier();
   assert.equal(c.eof, false, "the server waits for the open stream");
+  // the grace period starts when the last stream ends, inside sendData
+  const answered = performance.now();
   s.held[0].sendHeaders([[":status", "200"]]);
   s.held[0].sendData(pattern(10), true);
   const r = await c.response(1);
   assert.deepEqual(r.data, pattern(10));
   // the server leaves closing to the client (as grpc clients do after GOAWAY) for
   // closeGraceMs, then closes itself
-  await sleep(100);
-  assert.equal(c.eof, false, "the client gets its grace period to close");
   await c.waitEof();
+  const took = performance.now() - answered;
+  assert.ok(took >= closeGraceMs - 1, `closed ${took.toFixed(1)} ms after the last answer`);
   await c.close(); // the client closes too: the server's pending read returns, run() ends
   await s.allRunsDone();
   assert.deepEqual(s.errors, []);
@@ -903,7 +915,7 @@ Deno.test("connection: after GOAWAY an idle client that closes first is never cl
   await using s = await server({ closeGraceMs: 60_000 });
   await using c = await ready(s);
   await c.send(goawayFrame(0, E.NO_ERROR));
-  await sleep(50);
+  await c.barrier();
   assert.equal(c.eof, false);
   await c.close();
   await s.allRunsDone(); // closed when the client closed, long before the grace period
@@ -921,8 +933,7 @@ Deno.test("connection: client GOAWAY with nothing open closes the connection", a
 Deno.test("connection: goaway() sends GOAWAY NO_ERROR, refuses new streams, waits for open ones", async () => {
   await using s = await server();
   await using c = await ready(s);
-  await c.send(headersFrame(1, req("/hold"), true), headersFrame(3, req("/hold"), true));
-  await waitFor(() => s.held.length === 2, "held");
+  await hold(s, c, 1, 3);
   let done = false;
   const closing = s.conns[0].goaway().then(() => done = true);
   await c.waitFrame((f) => f.type === T.GOAWAY);
@@ -931,7 +942,7 @@ Deno.test("connection: goaway() sends GOAWAY NO_ERROR, refuses new streams, wait
   assert.equal((await c.response(5)).rst, E.REFUSED_STREAM);
   s.held[0].sendHeaders([[":status", "200"]], true);
   await c.response(1);
-  await sleep(30);
+  await c.barrier();
   assert.equal(done, false);
   assert.equal(c.eof, false);
   s.held[1].sendHeaders([[":status", "200"]]);
@@ -997,9 +1008,9 @@ Deno.test("connection: a client that vanishes mid-request cancels its streams; t
     headers,
     dataFrame(3, pattern(100)).subarray(0, 50),
   ));
-  await waitFor(() => s.held.length === 1, "held");
+  await poll(() => s.held.length === 1, "held");
   conn.close(); // no read pending: a real close, with the server's bytes unread
-  await waitFor(() => s.held[0].cancelled, "the held stream to be cancelled");
+  await poll(() => s.held[0].cancelled, "the held stream to be cancelled");
   await withTimeout(s.runs[0], 2000, "run() to resolve");
   // the answer to a vanished client goes nowhere and does not hang
   s.held[0].sendHeaders([[":status", "200"]]);
@@ -1012,8 +1023,7 @@ Deno.test("connection: a client that vanishes mid-request cancels its streams; t
 Deno.test("connection: a client that half-closes after its request loses the answer, cleanly", async () => {
   await using s = await server();
   const c = await ready(s);
-  await c.send(headersFrame(1, req("/hold"), true));
-  await waitFor(() => s.held.length === 1, "held");
+  await hold(s, c, 1);
   await c.close();
   assert.equal(s.held[0].cancelled, true);
   await withTimeout(s.runs[0], 2000, "run() to resolve");
@@ -1098,8 +1108,7 @@ Deno.test("connection: a header list over MAX_HEADER_LIST_SIZE refuses that stre
 Deno.test("connection: DATA after the client's END_STREAM is answered with RST_STREAM STREAM_CLOSED", async () => {
   await using s = await server();
   await using c = await ready(s);
-  await c.send(headersFrame(1, req("/hold"), true));
-  await waitFor(() => s.held.length === 1, "held");
+  await hold(s, c, 1);
   await c.send(dataFrame(1, pattern(5)));
   assert.equal((await c.response(1)).rst, E.STREAM_CLOSED);
   assert.equal(s.held[0].cancelled, true);
@@ -1122,8 +1131,10 @@ Deno.test("connection: a PING flood from a client that never reads stops being r
     }
   })();
   // the server answers into a socket nobody reads: it must stop reading us rather than
-  // queue 200k answers in memory, so our writes stall
-  await sleep(1000);
+  // queue 200k answers in memory, so our writes stall. A stall has no event to wait for: what
+  // is tested is that in a whole second (a server that keeps reading takes all 200k PINGs in
+  // far less) our writes get no further than a quarter.
+  await new Promise((r) => setTimeout(r, 1000));
   assert.ok(written < pings / 4, `${written} PINGs read although no answer could be written`);
   // reading everything unblocks both sides, and every PING gets its ACK
   let acks = 0;

@@ -7,13 +7,7 @@ import {
   HpackError,
 } from "./hpack.ts";
 import { huffmanEncode } from "./huffman.ts";
-
-function hex(text: string): Uint8Array {
-  const clean = text.replace(/\s+/g, "");
-  const out = new Uint8Array(clean.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
+import { hex } from "../../../../testing/hex.ts";
 
 function bytes(...parts: (number | string | Uint8Array)[]): Uint8Array {
   const out: number[] = [];
