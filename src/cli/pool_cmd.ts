@@ -1,6 +1,7 @@
 /**
- * `pool create|status|destroy`: loop-file-backed thin-pools for dev and test hosts. Every
- * subcommand takes `--log-level` (default info), like `serve`.
+ * `pool create|status|destroy`: loop-file-backed thin-pools for dev and test hosts, and with
+ * `--lvm VG` LVM thin pools (an autoextend profile, monitored by dmeventd). Every subcommand
+ * takes `--log-level` (default info), like `serve`.
  *
  * @module
  */
@@ -16,6 +17,14 @@ import {
   MIN_META_SIZE,
   poolStatus,
 } from "../pool/loop_pool.ts";
+import {
+  createLvmPool,
+  DEFAULT_AUTOEXTEND_PERCENT,
+  DEFAULT_AUTOEXTEND_THRESHOLD,
+  destroyLvmPool,
+  type LvmPool,
+  lvmPoolStatus,
+} from "../pool/lvm_pool.ts";
 import { formatSize, parseSize } from "../util/size.ts";
 import { type ParsedFlags, parseFlags, UsageError } from "./usage.ts";
 
@@ -29,22 +38,29 @@ export const DEFAULT_BLOCK_SIZE = "64KB";
 /** Help text of `pool`. */
 export const POOL_HELP = `Usage: devmapper-snapshotter pool <create|status|destroy> [flags]
 
-Manage a thin-pool backed by two sparse loop files (for dev and test hosts; production pools
-are usually made with LVM). Needs root.
+Manage a thin-pool backed by two sparse loop files (for dev and test hosts), or with --lvm an
+LVM thin pool (production). Needs root.
 
 Commands:
-  create    create the pool: <dir>/<name>-data.img and <name>-meta.img on loop devices
-  status    show the pool's mode and space
-  destroy   remove the pool, detach its loop devices, delete its files
+  create    create the pool: <dir>/<name>-data.img and <name>-meta.img on loop devices; with
+            --lvm VG, thin-pool LV <name> in VG with an autoextend profile, monitored by dmeventd
+  status    show the pool's mode and space (with --lvm also LVM's size, monitoring, autoextend)
+  destroy   remove the pool, detach its loop devices, delete its files; with --lvm, lvremove it
+            and delete its profile
 
 Flags:
-  --name NAME           pool name (default ${EXAMPLE_POOL_NAME}, as in \`config default\`)
+  --name NAME           pool name (default ${EXAMPLE_POOL_NAME}, as in \`config default\`);
+                        with --lvm the LV name (pool_name is then VG-NAME, hyphens doubled)
+  --lvm VG              an LVM thin pool in volume group VG (which must exist)
   --dir DIR             directory of the backing files (create, destroy; default
                         ${DEFAULT_POOL_DIR})
   --data-size SIZE      data size (create; default ${DEFAULT_DATA_SIZE}, 1024-based units)
   --meta-size SIZE      metadata size (create; default data/64, between 2MiB and 16GiB)
   --block-size SIZE     pool block size, a multiple of 64KiB (create; default 64KiB)
   --error-if-no-space   fail writes at once when the pool is full instead of queueing (create)
+  --autoextend-threshold N  grow the LVM pool when data or metadata is N% full (create --lvm;
+                        default ${DEFAULT_AUTOEXTEND_THRESHOLD}, 50..100, 100 = never)
+  --autoextend-percent N    by N% of its size (create --lvm; default ${DEFAULT_AUTOEXTEND_PERCENT})
   --force               also deactivate the pool's thin devices (destroy)
   --json                print JSON (status)
   --log-level LEVEL     ${LEVELS.join(", ")} (default info)
@@ -85,11 +101,86 @@ export function defaultMetaSize(dataSize: number): number {
   return Math.min(MAX_META_SIZE, Math.max(MIN_META_SIZE, size));
 }
 
+/** A percentage flag: a UsageError naming the flag unless it is a whole number. */
+function percentFlag(command: string, flag: string, value: string | boolean | undefined) {
+  if (value === undefined) return undefined;
+  const text = String(value);
+  if (!/^\d+$/.test(text)) {
+    throw new UsageError(`${command}: --${flag}: ${JSON.stringify(text)} is not a whole number`);
+  }
+  return Number(text);
+}
+
+/** Refuses flags that do not apply to the kind of pool (`--lvm` or loop files). */
+function rejectFlags(command: string, values: ParsedFlags["values"], flags: string[], why: string) {
+  const given = flags.find((f) => values[f] !== undefined);
+  if (given) throw new UsageError(`${command}: --${given} ${why}`);
+}
+
+/** What `pool status` prints about an LVM pool beyond the kernel's view. */
+function lvmLines(pool: LvmPool): string[] {
+  const a = pool.autoextend;
+  return [
+    `lvm:        ${pool.vg}/${pool.lv}, ${formatSize(pool.volume.size)} data, ${
+      formatSize(pool.volume.metadataSize)
+    } metadata, ${pool.volume.monitor || "not monitored"}`,
+    `autoextend: ${
+      a === undefined
+        ? "unknown"
+        : a.threshold >= 100
+        ? "off"
+        : `at ${a.threshold}% full by ${a.percent}%`
+    }${pool.volume.profile ? ` (profile ${pool.volume.profile})` : ""}`,
+    ...(pool.thinVolumes.length > 0 ? [`LVM thin volumes: ${pool.thinVolumes.join(", ")}`] : []),
+  ];
+}
+
 /** The runner and dmsetup backend, logging at the level of `--log-level`. */
 function backends(command: string, values: ParsedFlags["values"], ctx: PoolCommandContext) {
   const logger = ctx.logger(logLevelFlag(command, values["log-level"]));
   const runner = new DenoCommandRunner({ logger: logger.with({ component: "exec" }) });
   return { runner, dm: new Dmsetup({ runner, logger: logger.with({ component: "dm" }) }) };
+}
+
+/** `pool create --lvm VG`. */
+async function createLvm(
+  command: string,
+  values: ParsedFlags["values"],
+  ctx: PoolCommandContext,
+): Promise<number> {
+  rejectFlags(command, values, ["dir"], "does not apply to LVM pools (--lvm)");
+  const optionalSize = (flag: string) =>
+    values[flag] === undefined ? undefined : sizeFlag(command, flag, String(values[flag]));
+  const blockBytes = optionalSize("block-size");
+  if (blockBytes !== undefined && blockBytes % 512 !== 0) {
+    throw new UsageError(`${command}: --block-size: ${blockBytes} bytes is not whole sectors`);
+  }
+  const threshold = percentFlag(command, "autoextend-threshold", values["autoextend-threshold"]);
+  const percent = percentFlag(command, "autoextend-percent", values["autoextend-percent"]);
+  const { dm, runner } = backends(command, values, ctx);
+  const pool = await createLvmPool({
+    vg: String(values.lvm),
+    lv: String(values.name ?? EXAMPLE_POOL_NAME),
+    dataSize: sizeFlag(command, "data-size", String(values["data-size"] ?? DEFAULT_DATA_SIZE)),
+    metaSize: optionalSize("meta-size"),
+    blockSectors: blockBytes === undefined ? undefined : blockBytes / 512,
+    errorIfNoSpace: values["error-if-no-space"] === true,
+    autoextend: { threshold, percent },
+    dm,
+    runner,
+  });
+  const { dataTotalBytes, metadataTotalBytes, blockBytes: block } = pool.space;
+  const sizes = `data ${formatSize(dataTotalBytes)}, metadata ${formatSize(metadataTotalBytes)}`;
+  ctx.stdout(
+    [
+      `created LVM thin pool ${pool.vg}/${pool.lv}: ${sizes}, block ${formatSize(block)}`,
+      ...lvmLines(pool).slice(1),
+      `profile file: ${pool.profilePath}`,
+      `pool_name = ${JSON.stringify(pool.dmName)}`,
+      "",
+    ].join("\n"),
+  );
+  return 0;
 }
 
 /** Runs `pool <sub> ...`; returns the exit code. */
@@ -114,10 +205,20 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
           "meta-size": { type: "string" },
           "block-size": { type: "string" },
           "error-if-no-space": { type: "boolean" },
+          lvm: { type: "string" },
+          "autoextend-threshold": { type: "string" },
+          "autoextend-percent": { type: "string" },
           ...LOG_LEVEL_OPTION,
         },
       });
       if (values.help) return ctx.stdout(POOL_HELP), 0;
+      if (values.lvm !== undefined) return await createLvm(command, values, ctx);
+      rejectFlags(
+        command,
+        values,
+        ["autoextend-threshold", "autoextend-percent"],
+        "applies to LVM pools only (--lvm)",
+      );
       const dataSize = sizeFlag(
         command,
         "data-size",
@@ -154,15 +255,36 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
     case "status": {
       const { values } = parseFlags(rest, {
         command,
-        options: { name: { type: "string" }, json: { type: "boolean" }, ...LOG_LEVEL_OPTION },
+        options: {
+          name: { type: "string" },
+          json: { type: "boolean" },
+          lvm: { type: "string" },
+          ...LOG_LEVEL_OPTION,
+        },
       });
       if (values.help) return ctx.stdout(POOL_HELP), 0;
-      const name = String(values.name ?? EXAMPLE_POOL_NAME);
-      const { dm } = backends(command, values, ctx);
-      const s = await poolStatus(dm, name);
+      const { dm, runner } = backends(command, values, ctx);
+      const lvmPool = values.lvm === undefined ? undefined : await lvmPoolStatus({
+        vg: String(values.lvm),
+        lv: String(values.name ?? EXAMPLE_POOL_NAME),
+        runner,
+        dm,
+      });
+      const name = lvmPool?.dmName ?? String(values.name ?? EXAMPLE_POOL_NAME);
+      const s = lvmPool?.space ?? await poolStatus(dm, name);
       if (values.json) {
         const { status: _raw, ...space } = s;
-        ctx.stdout(JSON.stringify({ name, ...space }, null, 2) + "\n");
+        const lvm = lvmPool && {
+          vg: lvmPool.vg,
+          lv: lvmPool.lv,
+          sizeBytes: lvmPool.volume.size,
+          metadataSizeBytes: lvmPool.volume.metadataSize,
+          monitor: lvmPool.volume.monitor,
+          profile: lvmPool.volume.profile,
+          autoextend: lvmPool.autoextend ?? null,
+          thinVolumes: lvmPool.thinVolumes,
+        };
+        ctx.stdout(JSON.stringify({ name, ...space, ...(lvm ? { lvm } : {}) }, null, 2) + "\n");
       } else {
         const pct = (used: number, total: number) =>
           total > 0 ? ` (${(100 * used / total).toFixed(1)}%)` : "";
@@ -180,6 +302,7 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
             } used` +
             pct(s.metadataUsedBytes, s.metadataTotalBytes),
             `transaction id: ${s.transactionId}`,
+            ...(lvmPool ? lvmLines(lvmPool) : []),
             "",
           ].join("\n"),
         );
@@ -193,11 +316,27 @@ export async function runPoolCommand(args: string[], ctx: PoolCommandContext): P
           name: { type: "string" },
           dir: { type: "string" },
           force: { type: "boolean" },
+          lvm: { type: "string" },
           ...LOG_LEVEL_OPTION,
         },
       });
       if (values.help) return ctx.stdout(POOL_HELP), 0;
       const { dm, runner } = backends(command, values, ctx);
+      if (values.lvm !== undefined) {
+        rejectFlags(command, values, ["dir"], "does not apply to LVM pools (--lvm)");
+        const vg = String(values.lvm);
+        const lv = String(values.name ?? EXAMPLE_POOL_NAME);
+        const done = await destroyLvmPool({ vg, lv, force: values.force === true, dm, runner });
+        ctx.stdout(
+          [
+            ...done.removedDevices.map((d) => `deactivated thin device ${d}`),
+            `removed LVM thin pool ${vg}/${lv}`,
+            ...(done.deletedProfile ? [`deleted ${done.deletedProfile}`] : []),
+            "",
+          ].join("\n"),
+        );
+        return 0;
+      }
       const done = await destroyLoopPool({
         name: String(values.name ?? EXAMPLE_POOL_NAME),
         dir: String(values.dir ?? DEFAULT_POOL_DIR),

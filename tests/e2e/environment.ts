@@ -44,6 +44,9 @@ export async function waitForSnapshotter(
   );
 }
 
+/** An existing thin-pool for our server (e.g. an LVM one): its dm name and thin ids. */
+export type ReadyPool = Pick<TestPool, "name" | "thinIds">;
+
 /** Options for {@linkcode startE2eEnv}. */
 export interface E2eEnvOptions {
   /** Configure containerd's built-in devmapper on its own pool. */
@@ -52,6 +55,10 @@ export interface E2eEnvOptions {
   proxy?: boolean;
   /** Pool data size in MiB (default 256). */
   poolDataMb?: number;
+  /** With `proxy`: serve this pool instead of creating a loop pool (not destroyed at dispose). */
+  readyProxyPool?: ReadyPool;
+  /** With `proxy`: the server's `min_free_space` (default: the server's default). */
+  minFreeSpace?: string;
   /** Default {@linkcode BASE_IMAGE_SIZE}. */
   baseImageSize?: string;
   /** Progress lines. */
@@ -94,17 +101,22 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
       );
       log(`created thin-pool ${builtinPool.name} for the built-in devmapper snapshotter`);
     }
+    let servedPool: ReadyPool | undefined = options.readyProxyPool;
     if (options.proxy) {
-      proxyPool = stack.use(
-        await createTestPool({ dataMb: options.poolDataMb, prefix: "e2e-dmsnap" }),
-      );
-      log(`created thin-pool ${proxyPool.name} for our snapshotter`);
+      if (!servedPool) {
+        proxyPool = stack.use(
+          await createTestPool({ dataMb: options.poolDataMb, prefix: "e2e-dmsnap" }),
+        );
+        servedPool = proxyPool;
+        log(`created thin-pool ${proxyPool.name} for our snapshotter`);
+      }
       server = stack.use(
         await startSnapshotterServer({
           dir: `${dir}/dmsnap`,
-          poolName: proxyPool.name,
+          poolName: servedPool.name,
           rootPath: `${dir}/dmsnap/root`,
           baseImageSize,
+          minFreeSpace: options.minFreeSpace,
           command: options.serverCommand,
         }),
       );
@@ -129,8 +141,8 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
         log,
       };
     }
-    if (proxyPool && server) {
-      const pool = proxyPool;
+    if (servedPool && server) {
+      const pool = servedPool;
       const srv = server;
       contexts[PROXY_SNAPSHOTTER] = {
         ctd,

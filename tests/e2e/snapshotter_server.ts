@@ -26,6 +26,8 @@ export interface ServerPoolConfig {
   fsType?: "ext4" | "xfs";
   asyncRemove?: boolean;
   discardBlocks?: boolean;
+  /** `min_free_space`, written only when given. */
+  minFreeSpace?: string;
 }
 
 /** Options for {@linkcode startSnapshotterServer}. */
@@ -84,6 +86,7 @@ export function serverConfig(config: ServerPoolConfig): string {
     fs_type: config.fsType ?? "ext4",
     async_remove: config.asyncRemove ?? false,
     discard_blocks: config.discardBlocks ?? false,
+    ...(config.minFreeSpace === undefined ? {} : { min_free_space: config.minFreeSpace }),
   }) + "\n";
 }
 
