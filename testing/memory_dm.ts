@@ -41,6 +41,7 @@ import {
   deleteThinMessage,
 } from "../src/dm/thin_messages.ts";
 import type {
+  CreateOptions,
   DeviceInfo,
   DeviceMapper,
   Errno,
@@ -206,6 +207,8 @@ interface Device {
   opens: number;
   deferredRemove: boolean;
   events: number;
+  /** dm UUID given at create. */
+  uuid?: string;
 }
 
 const encoder = new TextEncoder();
@@ -507,10 +510,20 @@ export class MemoryDeviceMapper implements DeviceMapper {
     return minor;
   }
 
-  #addDevice(name: string, target: Target, readOnly: boolean, command: readonly string[]): void {
+  #addDevice(
+    name: string,
+    target: Target,
+    readOnly: boolean,
+    command: readonly string[],
+    uuid?: string,
+  ): void {
     validateDeviceName(name);
     if (this.#devices.has(name)) throw failure(command, name, "EBUSY");
+    if (uuid && [...this.#devices.values()].some((d) => d.uuid === uuid)) {
+      throw failure(command, name, "EBUSY", `UUID ${uuid} is taken`);
+    }
     this.#devices.set(name, {
+      uuid: uuid || undefined,
       name,
       minor: this.#freeMinor(),
       live: target,
@@ -625,6 +638,7 @@ export class MemoryDeviceMapper implements DeviceMapper {
       openCount: this.#openCount(d),
       segments: d.live === undefined ? 0 : d.live.kind === "other" ? d.live.specs.length : 1,
       events: d.events,
+      ...(d.uuid ? { uuid: d.uuid } : {}),
     };
   }
 
@@ -844,12 +858,13 @@ export class MemoryDeviceMapper implements DeviceMapper {
   }
 
   /** Creates and activates a device; EBUSY when the name is taken; nothing is left on failure. */
-  create(name: string, table: string, options: { readOnly?: boolean } = {}): Promise<void> {
+  create(name: string, table: string, options: CreateOptions = {}): Promise<void> {
     const command = ["dmsetup", "create", name, "--table", table];
     return this.perform({ op: "create", name, args: [name, table, options] }, command, () => {
       validateDeviceName(name);
       if (this.#devices.has(name)) throw failure(command, name, "EBUSY");
-      this.#addDevice(name, this.#parseTarget(table, command), options.readOnly ?? false, command);
+      const target = this.#parseTarget(table, command);
+      this.#addDevice(name, target, options.readOnly ?? false, command, options.uuid);
     });
   }
 

@@ -18,6 +18,7 @@ import { errorMessage } from "../util/errors.ts";
 import { createLogger, type Logger } from "../util/log.ts";
 import type { RunningServer } from "../server/server.ts";
 import { formatSize } from "../util/size.ts";
+import { formatFreeSpace } from "../util/free_space.ts";
 import { configFlagHelp, configFlagOptions, loadConfigFromFlags } from "./config_flags.ts";
 import { runPoolCommand } from "./pool_cmd.ts";
 import { serve, type SnapshotterFactory } from "./serve.ts";
@@ -45,6 +46,8 @@ export interface CliOptions {
   onListening?: (server: RunningServer) => void;
   /** Signals handled by `serve` (default SIGTERM, SIGINT). */
   signals?: Deno.Signal[];
+  /** Bound on waiting for in-flight calls when `serve` shuts down (default 10 s; tests). */
+  shutdownTimeoutMs?: number;
 }
 
 const HELP = `Usage: ${PROGRAM} [command] [flags]
@@ -95,6 +98,9 @@ export function describeConfig(config: Config, file: string | undefined): string
     const value = configValue(config, key);
     if (CONFIG_KEYS[key].type === "size") {
       lines.push(`${key} = ${q(formatSize(Number(value)))} # ${value} bytes`);
+    } else if (typeof value === "object") {
+      const bytes = "bytes" in value ? ` # ${value.bytes} bytes` : "";
+      lines.push(`${key} = ${q(formatFreeSpace(value))}${bytes}`);
     } else lines.push(`${key} = ${typeof value === "string" ? q(value) : value}`);
   }
   return lines.join("\n") + "\n";
@@ -119,6 +125,7 @@ async function runServe(args: string[], o: CliOptions, out: (t: string) => void)
     stop: o.stop,
     signals: o.signals,
     onListening: o.onListening,
+    shutdownTimeoutMs: o.shutdownTimeoutMs,
   });
   return EXIT_OK;
 }

@@ -155,6 +155,12 @@ Deno.test("config check: effective values with flags over file; every file probl
     assert.match(ok.out, new RegExp(`^# effective configuration \\(file ${file} \\+ flags\\)`));
     assert.match(ok.out, /^pool_name = "filepool"$/m);
     assert.match(ok.out, /^base_image_size = "2GiB" # 2147483648 bytes$/m);
+    assert.match(ok.out, /^min_free_space = "10%"$/m);
+    const sized = await run(["config", "check", "-c", file, "--min-free-space", "1GB"]);
+    assert.match(sized.out, /^min_free_space = "1GiB" # 1073741824 bytes$/m);
+    const wrong = await run(["config", "check", "-c", file, "--min-free-space", "150%"]);
+    assert.equal(wrong.code, 2);
+    assert.match(wrong.err, /--min-free-space: invalid percentage: '150%' \(must be below 100%\)/);
 
     await Deno.writeTextFile(file, 'pool_name = ""\nfs_type = "zfs"\nextra = 1\nlog_level = "x"\n');
     const bad = await run(["config", "check", "--config", file]);

@@ -137,6 +137,7 @@ Deno.test("snapshotterSettings maps a checked config; an unchecked fs_type is re
   const config = resolveFile({ pool_name: "p", fs_type: "xfs", async_remove: true });
   assert.deepEqual(snapshotterSettings(config), {
     rootPath: config.rootPath,
+    allowNewMetadata: false,
     poolName: "p",
     baseImageSize: 10 * 1024 ** 3,
     fsType: "xfs",
@@ -144,6 +145,7 @@ Deno.test("snapshotterSettings maps a checked config; an unchecked fs_type is re
     asyncRemove: true,
     discardBlocks: false,
     onlineDiscard: false,
+    minFreeSpace: { percent: 10 },
   });
   const unchecked = resolveConfig([{ source: "f", values: { pool_name: "p", fs_type: "zfs" } }]);
   assert.throws(() => snapshotterSettings(unchecked), /Cannot use fs_type "zfs": unsupported/);

@@ -31,7 +31,7 @@ Deno.test("one flag per config key, in help and in the overrides", () => {
   const column = new Set(
     help.split("\n").map((l) => /^ +\S+(?: \S+)* {2,}(?=\S)/.exec(l)?.[0].length),
   );
-  assert.deepEqual([...column], [31], "explanations start in one column");
+  assert.deepEqual([...column], [33], "explanations start in one column");
   assert.deepEqual(configOverrides({ "pool-name": "p", "async-remove": false, other: "x" }), {
     pool_name: "p",
     async_remove: false,

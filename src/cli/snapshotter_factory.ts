@@ -57,6 +57,7 @@ export function snapshotterSettings(config: Config): SnapshotterSettings {
   }
   return {
     rootPath: config.rootPath,
+    allowNewMetadata: config.allowNewMetadata,
     poolName: config.poolName,
     baseImageSize: config.baseImageSize,
     fsType,
@@ -64,6 +65,7 @@ export function snapshotterSettings(config: Config): SnapshotterSettings {
     asyncRemove: config.asyncRemove,
     discardBlocks: config.discardBlocks,
     onlineDiscard: config.onlineDiscard,
+    minFreeSpace: config.minFreeSpace,
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * The service configuration: upstream devmapper keys (`root_path`, `pool_name`,
  * `base_image_size`, `async_remove`, `discard_blocks`, `fs_type`, `fs_options`) plus
- * `online_discard`, `dm_backend`, `grpc_transport`, `address` and `log_level`.
+ * `online_discard`, `min_free_space`, `allow_new_metadata`, `dm_backend`, `grpc_transport`,
+ * `address` and `log_level`.
  *
  * Values come in layers (defaults, then the file, then command-line flags; later layers win).
  * {@linkcode resolveConfig} checks every key of every layer and reports every problem at once,
@@ -22,6 +23,7 @@ import { isAbsolute, resolve } from "node:path";
 import { errorMessage } from "../util/errors.ts";
 import { type Level, LEVELS } from "../util/log.ts";
 import { parseSize } from "../util/size.ts";
+import { type FreeSpace, parseFreeSpace } from "../util/free_space.ts";
 import { socketPath } from "../util/socket_path.ts";
 
 /** Default config file; a missing default file means "all defaults". */
@@ -36,6 +38,8 @@ export const DEFAULT_BASE_IMAGE_SIZE = "10GB";
 export const DEFAULT_FS_TYPE = "ext4";
 /** Default log level. */
 export const DEFAULT_LOG_LEVEL: Level = "info";
+/** Default free space the pool keeps for new snapshots (Docker's `dm.min_free_space`). */
+export const DEFAULT_MIN_FREE_SPACE = "10%";
 /**
  * Pool name written by `config default` and the default of `pool create --name`. `pool_name`
  * itself has no default: it must name a pool that exists.
@@ -56,6 +60,8 @@ export const GRPC_TRANSPORTS: readonly GrpcTransport[] = ["native", "grpc-js"];
 export interface Config {
   /** Absolute path of the directory holding the metadata database. */
   rootPath: string;
+  /** Start with a new database when it is missing or empty though devices of ours are active. */
+  allowNewMetadata: boolean;
   /** Name of the thin-pool (the caller's check decides whether it is a valid dm name). */
   poolName: string;
   /** Virtual size of parentless thin devices in bytes: positive, whole sectors. */
@@ -70,6 +76,8 @@ export interface Config {
   discardBlocks: boolean;
   /** Mount active ext4/xfs snapshots with `discard`. */
   onlineDiscard: boolean;
+  /** Free data space (metadata: more, see `src/pool/health.ts`) below which Prepare/View are refused. */
+  minFreeSpace: FreeSpace;
   /** `ioctl` (DM ioctls on /dev/mapper/control), `dmsetup` (spawns), `auto` (ioctl if usable). */
   dmBackend: DmBackend;
   /** `native` (this project's HTTP/2 server) or `grpc-js` (`@grpc/grpc-js`). */
@@ -82,11 +90,13 @@ export interface Config {
 /** A key of the config file. */
 export type ConfigKey =
   | "root_path"
+  | "allow_new_metadata"
   | "pool_name"
   | "base_image_size"
   | "async_remove"
   | "discard_blocks"
   | "online_discard"
+  | "min_free_space"
   | "fs_type"
   | "fs_options"
   | "dm_backend"
@@ -96,7 +106,8 @@ export type ConfigKey =
 
 /** Description of one key: its value type, command-line flag and documentation. */
 export interface KeySpec {
-  type: "string" | "boolean" | "size";
+  /** `space`: a percentage ("10%") or a size ("2GB"). */
+  type: "string" | "boolean" | "size" | "space";
   /** The {@linkcode Config} field holding the parsed value. */
   field: keyof Config;
   /** The overriding command-line flag (without `--`). */
@@ -126,6 +137,16 @@ export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
     flag: "root-path",
     doc: "Absolute path of the directory holding the metadata database.",
     summary: "directory of the metadata database `metadata.db`",
+  },
+  allow_new_metadata: {
+    type: "boolean",
+    field: "allowNewMetadata",
+    flag: "allow-new-metadata",
+    doc: "Start with a new, empty metadata database when metadata.db is missing or empty even " +
+      "though active devices of this root_path are in the pool (their snapshots are then " +
+      "forgotten and the devices left alone). Without it such a start is refused; pass it once.",
+    summary: "start with a new `metadata.db` though devices of this `root_path` are active " +
+      "(refused otherwise); pass once",
   },
   base_image_size: {
     type: "size",
@@ -176,6 +197,18 @@ export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
       "mount active ext4/xfs snapshots with `discard`: a deleted file's blocks go back to the " +
       "pool at once",
   },
+  min_free_space: {
+    type: "space",
+    field: "minFreeSpace",
+    flag: "min-free-space",
+    doc: "Free space the pool keeps for running containers: Prepare and View are refused " +
+      "(ResourceExhausted) while free data space is below it, a percentage of the data device " +
+      '("10%") or a size ("2GB", 1024-based). Metadata keeps twice that fraction (at most 50%), ' +
+      "and at least the kernel's low-water mark, min(4 MiB, a quarter of the metadata device), " +
+      'because a pool whose metadata fills turns read-only. "0" turns the guard off.',
+    summary: "Prepare/View refused below this much free data space (`10%` or a size); " +
+      "metadata keeps 2×; `0` = off",
+  },
   dm_backend: {
     type: "string",
     field: "dmBackend",
@@ -215,12 +248,14 @@ export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
 export const DEFAULT_VALUES: Readonly<Record<ConfigKey, string | boolean>> = {
   pool_name: "",
   root_path: DEFAULT_ROOT_PATH,
+  allow_new_metadata: false,
   base_image_size: DEFAULT_BASE_IMAGE_SIZE,
   fs_type: DEFAULT_FS_TYPE,
   fs_options: "",
   async_remove: false,
   discard_blocks: false,
   online_discard: false,
+  min_free_space: DEFAULT_MIN_FREE_SPACE,
   dm_backend: "auto",
   grpc_transport: "native",
   address: DEFAULT_ADDRESS,
@@ -309,12 +344,14 @@ export interface ResolveOptions {
 const PROBLEM_ORDER: readonly ConfigKey[] = [
   "pool_name",
   "root_path",
+  "allow_new_metadata",
   "fs_type",
   "fs_options",
   "base_image_size",
   "async_remove",
   "discard_blocks",
   "online_discard",
+  "min_free_space",
   "dm_backend",
   "grpc_transport",
   "address",
@@ -322,7 +359,10 @@ const PROBLEM_ORDER: readonly ConfigKey[] = [
 ];
 
 /** The value of `key` in `config` (the field {@linkcode KeySpec.field} names). */
-export function configValue(config: Readonly<Config>, key: ConfigKey): string | number | boolean {
+export function configValue(
+  config: Readonly<Config>,
+  key: ConfigKey,
+): string | number | boolean | FreeSpace {
   return config[CONFIG_KEYS[key].field];
 }
 
@@ -420,6 +460,7 @@ export function resolveConfig(
   }
 
   const rootPath = path("root_path");
+  const allowNewMetadata = bool("allow_new_metadata");
 
   const fsText = str("fs_type");
   const fsType = fsText === undefined || fsText === "" ? DEFAULT_FS_TYPE : fsText;
@@ -451,6 +492,26 @@ export function resolveConfig(
   const discardBlocks = bool("discard_blocks");
   const onlineDiscard = bool("online_discard");
 
+  let minFreeSpace = parseFreeSpace(DEFAULT_MIN_FREE_SPACE);
+  const spaceValue = picked.get("min_free_space")!.value;
+  if (typeof spaceValue === "number" && Number.isSafeInteger(spaceValue) && spaceValue >= 0) {
+    minFreeSpace = { bytes: spaceValue };
+  } else if (typeof spaceValue === "string") {
+    try {
+      minFreeSpace = parseFreeSpace(spaceValue);
+    } catch (err) {
+      fail(
+        "min_free_space",
+        `${errorMessage(err)}: use a percentage like "10%" or a size like "2GB"`,
+      );
+    }
+  } else {
+    fail(
+      "min_free_space",
+      `must be a percentage like "10%" or a size like "2GB", not ${typeName(spaceValue)}`,
+    );
+  }
+
   const dmBackend = choice("dm_backend", DM_BACKENDS, "auto", "backend");
   const grpcTransport = choice("grpc_transport", GRPC_TRANSPORTS, "native", "transport");
 
@@ -476,6 +537,7 @@ export function resolveConfig(
 
   const config: Config = {
     rootPath,
+    allowNewMetadata,
     poolName,
     baseImageSize,
     fsType,
@@ -483,6 +545,7 @@ export function resolveConfig(
     asyncRemove,
     discardBlocks,
     onlineDiscard,
+    minFreeSpace,
     dmBackend,
     grpcTransport,
     address,

@@ -40,6 +40,7 @@ function problems(
 Deno.test("defaults: only pool_name must be given", () => {
   assert.deepEqual(resolveFile({ pool_name: "pool" }), {
     rootPath: DEFAULT_ROOT_PATH,
+    allowNewMetadata: false,
     poolName: "pool",
     baseImageSize: 10 * GiB,
     fsType: "ext4",
@@ -47,6 +48,7 @@ Deno.test("defaults: only pool_name must be given", () => {
     asyncRemove: false,
     discardBlocks: false,
     onlineDiscard: false,
+    minFreeSpace: { percent: 10 },
     dmBackend: "auto",
     grpcTransport: "native",
     address: DEFAULT_ADDRESS,
@@ -61,11 +63,13 @@ Deno.test("every key set in the file is used", () => {
   assert.deepEqual(
     resolveFile({
       root_path: "/data/snap",
+      allow_new_metadata: true,
       pool_name: "thin",
       base_image_size: "512Mb",
       async_remove: true,
       discard_blocks: true,
       online_discard: true,
+      min_free_space: "2GB",
       dm_backend: "dmsetup",
       grpc_transport: "grpc-js",
       fs_type: "ext2",
@@ -75,6 +79,7 @@ Deno.test("every key set in the file is used", () => {
     }),
     {
       rootPath: "/data/snap",
+      allowNewMetadata: true,
       poolName: "thin",
       baseImageSize: 512 * MiB,
       fsType: "ext2",
@@ -82,6 +87,7 @@ Deno.test("every key set in the file is used", () => {
       asyncRemove: true,
       discardBlocks: true,
       onlineDiscard: true,
+      minFreeSpace: { bytes: 2 * GiB },
       dmBackend: "dmsetup",
       grpcTransport: "grpc-js",
       address: "/run/s.sock",
@@ -116,6 +122,35 @@ Deno.test("size errors: unparsable, empty, zero, not sector-aligned, wrong type"
   assert.match(one("1000"), /1000 bytes is not a multiple of 512/);
   assert.match(one(true), /must be a size string like "10GB", not boolean/);
   assert.match(one(1.5), /must be a size string/);
+});
+
+Deno.test("min_free_space: a percentage or a 1024-based size; problems name the key", () => {
+  const space = (v: unknown) => resolveFile({ pool_name: "p", min_free_space: v }).minFreeSpace;
+  assert.deepEqual(space("10%"), { percent: 10 });
+  assert.deepEqual(space("2.5%"), { percent: 2.5 });
+  assert.deepEqual(space("0"), { bytes: 0 });
+  assert.deepEqual(space("2GB"), { bytes: 2 * GiB });
+  assert.deepEqual(space(512 * MiB), { bytes: 512 * MiB }, "a TOML integer is bytes");
+  assert.deepEqual(
+    resolveFile({ pool_name: "p", min_free_space: "5%" }, { min_free_space: "1GB" }).minFreeSpace,
+    { bytes: GiB },
+    "the flag wins",
+  );
+  const one = (v: unknown) => {
+    const p = problems({ pool_name: "p", min_free_space: v });
+    assert.equal(p.length, 1, JSON.stringify(p));
+    assert.equal(p[0].key, "min_free_space");
+    return p[0].message;
+  };
+  assert.equal(
+    one("100%"),
+    `invalid percentage: '100%' (must be below 100%): use a percentage like "10%" or a size like "2GB"`,
+  );
+  assert.match(one("lots"), /^invalid size: 'lots': use a percentage/);
+  assert.match(one(true), /^must be a percentage like "10%" or a size like "2GB", not boolean$/);
+  assert.match(one(-1), /not number/);
+  const [flag] = problems({ pool_name: "p" }, { min_free_space: "x%" });
+  assert.deepEqual(flag.key, "--min-free-space");
 });
 
 Deno.test("pool_name: required, a string (a valid dm name: cli/config_checks_test)", () => {

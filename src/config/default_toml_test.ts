@@ -10,6 +10,7 @@ Deno.test("`config default` output parses, validates and equals the defaults", a
   const config = resolveConfig([{ source: "default.toml", values: raw }]);
   assert.deepEqual(config, {
     rootPath: DEFAULT_ROOT_PATH,
+    allowNewMetadata: false,
     poolName: EXAMPLE_POOL_NAME,
     baseImageSize: 10 * 1024 ** 3,
     fsType: "ext4",
@@ -17,6 +18,7 @@ Deno.test("`config default` output parses, validates and equals the defaults", a
     asyncRemove: false,
     discardBlocks: false,
     onlineDiscard: false,
+    minFreeSpace: { percent: 10 },
     dmBackend: "auto",
     grpcTransport: "native",
     address: DEFAULT_ADDRESS,

@@ -38,6 +38,8 @@ export interface DeviceInfo {
   openCount: number;
   segments: number;
   events: number;
+  /** dm UUID, set at create; absent when the device has none. */
+  uuid?: string;
 }
 
 /** Status of a `thin` target. */
@@ -85,6 +87,14 @@ export interface OtherStatus {
 /** One target line of `dmsetup status`. */
 export type TargetStatus = ThinStatus | PoolStatus | OtherStatus;
 
+/** Options for creating a device. */
+export interface CreateOptions {
+  /** Create it read-only. */
+  readOnly?: boolean;
+  /** Its dm UUID (at most 128 bytes); none when absent. */
+  uuid?: string;
+}
+
 /** Options for removing a device. */
 export interface RemoveOptions {
   /** Remove when the last opener closes it (`--deferred`). */
@@ -117,8 +127,11 @@ export interface DeviceMapper {
   table(name: string): Promise<string>;
   /** Names of all devices. */
   list(): Promise<string[]>;
-  /** Creates and activates a device with a one-line table; makes sure `/dev/mapper/<name>` exists. */
-  create(name: string, table: string, options?: { readOnly?: boolean }): Promise<void>;
+  /**
+   * Creates and activates a device with a one-line table; makes sure `/dev/mapper/<name>` exists.
+   * `uuid` sets its dm UUID (unique among all devices: EBUSY when taken).
+   */
+  create(name: string, table: string, options?: CreateOptions): Promise<void>;
   /** Loads a new table into the inactive slot. */
   reload(name: string, table: string): Promise<void>;
   suspend(name: string, options?: { noLockfs?: boolean }): Promise<void>;

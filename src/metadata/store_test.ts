@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { MetadataError, openStore } from "./store.ts";
+import { MetadataError, MetadataStore, mountPointOf, NoMetadataError, openStore } from "./store.ts";
 import { DatabaseSync } from "node:sqlite";
+import { errorKind } from "../util/errors.ts";
 
 function tempDb(): string {
   return join(Deno.makeTempDirSync(), "metadata.db");
@@ -137,4 +138,271 @@ Deno.test("store: a second process cannot open a database in use", async () => {
     stdout: "piped",
   }).output();
   assert.match(new TextDecoder().decode(after.stdout), /opened/);
+});
+
+// ------------------------------------------------------------- failures of the database itself
+
+/** Deterministic pseudo-random bytes (a 32-bit LCG): damage that is the same on every run. */
+function garbage(n: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    bytes[i] = x >>> 24;
+  }
+  return bytes;
+}
+
+/** A store over a connection the test holds too (to set pragmas the store never sets). */
+function storeWithHandle(): { store: MetadataStore; db: DatabaseSync; path: string } {
+  const path = tempDb();
+  openStore(path).close(); // created and migrated
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA foreign_keys = ON");
+  return { store: new MetadataStore(db, path), db, path };
+}
+
+const DEVICE = {
+  role: "snapshot" as const,
+  state: "creating" as const,
+  originId: null,
+  sizeBytes: 1 << 20,
+  fsType: "ext4",
+  templateKey: null,
+};
+
+Deno.test("store: a transaction SQLite rolled back itself (database full) throws the cause, named, and leaves nothing", () => {
+  const { store, db, path } = storeWithHandle();
+  const pages = Number(
+    (db.prepare("PRAGMA page_count").get() as { page_count: number }).page_count,
+  );
+  db.exec(`PRAGMA max_page_count = ${pages}`); // no page more: SQLITE_FULL, as on a full disk
+  const write = () =>
+    store.transaction(() => {
+      const thinId = store.allocateThinId();
+      store.insertDevice({ ...DEVICE, thinId, name: `p-dms-${thinId}` });
+      store.insertSnapshot({
+        key: "k",
+        kind: "active",
+        state: "creating",
+        parentId: null,
+        thinId,
+        fsType: "ext4",
+        sizeBytes: 1 << 20,
+        created: T1,
+        labels: { big: "x".repeat(20_000) }, // overflow pages: the database must grow
+      });
+    });
+  assert.throws(write, (err: unknown) => {
+    assert.ok(err instanceof MetadataError, String(err));
+    assert.equal(
+      err.message,
+      `the metadata database ${path} cannot be written: its filesystem is full (SQLITE_FULL): ` +
+        `free space on ${mountPointOf(path)}`,
+    );
+    assert.equal(err.kind, "resource_exhausted");
+    assert.equal(errorKind(err), "resource_exhausted");
+    assert.equal(err.sqlite, "SQLITE_FULL");
+    return true;
+  });
+  assert.equal(db.isTransaction, false);
+  assert.equal(store.nextThinId(), 1, "the allocation went with the transaction");
+  assert.deepEqual(store.listDevices(), []);
+  assert.equal(store.getSnapshot("k"), undefined);
+  db.exec("PRAGMA max_page_count = 1000000"); // space is back
+  write();
+  assert.equal(store.getSnapshot("k")?.labels.big.length, 20_000);
+  store.close();
+});
+
+Deno.test("store: a COMMIT that fails with the transaction still open is rolled back and its cause thrown", () => {
+  const { store, db } = storeWithHandle();
+  assert.throws(
+    () =>
+      store.transaction(() => {
+        db.exec("PRAGMA defer_foreign_keys = ON"); // the missing device is found at COMMIT
+        store.insertSnapshot({
+          key: "orphan",
+          kind: "active",
+          state: "ready",
+          parentId: null,
+          thinId: 99,
+          fsType: "ext4",
+          sizeBytes: 1,
+          created: T1,
+          labels: {},
+        });
+      }),
+    /FOREIGN KEY constraint failed/,
+  );
+  assert.equal(db.isTransaction, false);
+  assert.equal(store.getSnapshot("orphan"), undefined);
+  assert.equal(store.allocateThinId(), 1, "the store works on");
+  store.close();
+});
+
+Deno.test("store: a database made read-only refuses writes with its reason; reads go on", () => {
+  const { store, db, path } = storeWithHandle();
+  store.insertDevice({ ...DEVICE, state: "ready", thinId: 1, name: "p-dms-1" });
+  db.exec("PRAGMA query_only = ON");
+  assert.throws(() => store.setDeviceState(1, "deleting"), (err: unknown) => {
+    assert.ok(err instanceof MetadataError);
+    assert.equal(
+      err.message,
+      `the metadata database ${path} cannot be written: it is read-only (SQLITE_READONLY: ` +
+        `attempt to write a readonly database): make ${
+          mountPointOf(path)
+        } writable (the kernel remounts a filesystem read-only after an I/O error: see dmesg) ` +
+        `and the file writable by the snapshotter`,
+    );
+    assert.equal(err.kind, "unavailable");
+    return true;
+  });
+  assert.equal(store.getDevice(1)?.state, "ready");
+  store.close();
+});
+
+Deno.test("store: deleting a device takes the creating snapshot rows that use it, in one write", () => {
+  const { store } = storeWithHandle();
+  store.insertDevice({ ...DEVICE, thinId: 1, name: "p-dms-1" });
+  store.insertSnapshot({
+    key: "k",
+    kind: "active",
+    state: "creating",
+    parentId: null,
+    thinId: 1,
+    fsType: "ext4",
+    sizeBytes: 1,
+    created: T1,
+    labels: { a: "1" },
+  });
+  store.deleteDevice(1);
+  assert.equal(store.getSnapshot("k"), undefined);
+  assert.equal(store.getDevice(1), undefined);
+  store.close();
+});
+
+Deno.test("store: the mount point of a path is the longest mount point holding it", () => {
+  assert.equal(mountPointOf("/proc/self/status"), "/proc");
+  assert.equal(mountPointOf("/metadata.db"), "/");
+});
+
+/** A database with some content (deterministic, so its damage is too), closed. */
+function populatedDb(): { path: string; bytes: Uint8Array } {
+  const path = tempDb();
+  const store = openStore(path);
+  store.transaction(() => {
+    for (let i = 1; i <= 200; i++) {
+      store.insertDevice({ ...DEVICE, state: "ready", thinId: i, name: `pool-dms-${i}` });
+      store.insertSnapshot({
+        key: `k8s.io/${i}/sha256:${String(i).padStart(64, "0")}`,
+        kind: "committed",
+        state: "ready",
+        parentId: null,
+        thinId: i,
+        fsType: "ext4",
+        sizeBytes: 10 << 30,
+        created: T1,
+        labels: { "containerd.io/snapshot.ref": `sha256:${String(i).padStart(64, "f")}` },
+      });
+    }
+  });
+  store.close();
+  return { path, bytes: Deno.readFileSync(path) };
+}
+
+/** `openStore(path)`'s error message. */
+function openError(path: string, options?: { create?: boolean }): MetadataError {
+  try {
+    openStore(path, options).close();
+  } catch (err) {
+    assert.ok(err instanceof MetadataError, String(err));
+    return err;
+  }
+  assert.fail(`opened ${path}`);
+}
+
+const HELP = `restore it from a backup, or see "Damaged metadata database" in the README`;
+
+Deno.test("store: a truncated database is damaged, and says it is truncated", () => {
+  const { path, bytes } = populatedDb();
+  assert.ok(bytes.length >= 16 * 4096, `${bytes.length} bytes`);
+  const kept = 8 * 4096;
+  Deno.writeFileSync(path, bytes.subarray(0, kept));
+  const err = openError(path);
+  assert.equal(
+    err.message,
+    `Cannot open metadata database "${path}": it is damaged (SQLITE_CORRUPT: database disk ` +
+      `image is malformed): the file is truncated: it has ${kept} bytes, its header records ` +
+      `${bytes.length / 4096} pages of 4096 bytes (${bytes.length} bytes); ${HELP}`,
+  );
+  assert.equal(err.sqlite, "SQLITE_CORRUPT");
+});
+
+Deno.test("store: a garbled header or random bytes are not a database (not 'in use')", () => {
+  const { path, bytes } = populatedDb();
+  const notADatabase = `Cannot open metadata database "${path}": it is not a SQLite database ` +
+    `(SQLITE_NOTADB: file is not a database): its header is garbled or it is another kind of ` +
+    `file; ${HELP}`;
+  const header = bytes.slice();
+  header.set(garbage(16, 1), 0);
+  Deno.writeFileSync(path, header);
+  assert.equal(openError(path).message, notADatabase);
+  Deno.writeFileSync(path, garbage(bytes.length, 2));
+  assert.equal(openError(path).message, notADatabase);
+  assert.equal(openError(path).kind, "unavailable");
+});
+
+Deno.test("store: 16 garbled bytes in every page are found by quick_check at open", () => {
+  const { path, bytes } = populatedDb();
+  const damaged = bytes.slice();
+  for (let page = 0; page < damaged.length / 4096; page++) {
+    damaged.set(garbage(16, page + 10), page * 4096 + 2000);
+  }
+  Deno.writeFileSync(path, damaged);
+  // what quick_check itself says, through a connection of its own
+  const raw = new DatabaseSync(path, { readOnly: true });
+  const found = (raw.prepare("PRAGMA quick_check").all() as { quick_check: string }[])
+    .flatMap((r) => r.quick_check.split("\n"))
+    .filter((l) => l !== "" && !l.startsWith("***"));
+  raw.close();
+  assert.ok(found.length > 3, found.join("\n"));
+  assert.equal(
+    openError(path).message,
+    `Cannot open metadata database "${path}": it is damaged: PRAGMA quick_check found: ${
+      found.slice(0, 3).join("; ")
+    }; and more; ${HELP}`,
+  );
+});
+
+Deno.test("store: a missing or empty database is created, or refused untouched with create: false", () => {
+  const path = tempDb();
+  const missing = openError(path, { create: false });
+  assert.ok(missing instanceof NoMetadataError);
+  assert.equal(missing.reason, "missing");
+  assert.equal(missing.message, `Cannot open metadata database "${path}": it is missing`);
+  assert.throws(() => Deno.statSync(path), Deno.errors.NotFound, "nothing was created");
+
+  Deno.writeFileSync(path, new Uint8Array(0));
+  const empty = openError(path, { create: false });
+  assert.ok(empty instanceof NoMetadataError);
+  assert.equal(empty.reason, "empty");
+  assert.equal(empty.message, `Cannot open metadata database "${path}": it is empty`);
+  assert.equal(Deno.statSync(path).size, 0, "nothing was written");
+
+  const store = openStore(path); // create: true (the default)
+  assert.equal(store.allocateThinId(), 1);
+  store.close();
+  openStore(path, { create: false }).close(); // now it exists
+});
+
+Deno.test("store: a database that is no regular file is unreadable", () => {
+  const path = tempDb();
+  Deno.mkdirSync(path);
+  assert.equal(
+    openError(path).message,
+    `Cannot open metadata database "${path}": it is unreadable (SQLITE_CANTOPEN: unable to ` +
+      `open database file: ${path}): it must be a regular file the snapshotter can read and ` +
+      `write, in a directory it can write`,
+  );
 });

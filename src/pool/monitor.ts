@@ -1,47 +1,90 @@
 /**
  * The pool's status as the server sees it, read at most about once a second however many calls
- * ask: one status read of all devices serves every Usage call and the health check before
- * Prepare/View for {@link STATUS_CACHE_MS}.
+ * ask: one status read of all devices serves every Usage call, the health and free-space check
+ * before Prepare/View and the check before deletions for {@link STATUS_CACHE_MS}.
  *
  * Invariants:
- * - a healthy last status is trusted for the health check, so Prepare/View add no dm call; an
- *   unhealthy one is read again before refusing, so a pool that recovered is used at once;
+ * - the check before Prepare/View trusts a healthy status at most {@link STATUS_CACHE_MS} old,
+ *   so under load it adds no dm call, and after a pause it reads one (shared by every caller)
+ *   instead of letting a creation through on a pool that filled meanwhile; a status that
+ *   refuses (unhealthy, or free space below `min_free_space`) and was not read by this very
+ *   check is read again before refusing, so a pool that recovered (space freed, pool extended,
+ *   repaired) is used at once;
+ * - a deletion is refused only on a pool that cannot change (read-only, failed) as read at
+ *   most {@link STATUS_CACHE_MS} ago, and read again before refusing;
  * - at most one status read is in flight; a failed read is forgotten, never cached;
+ * - every status read is compared with the last one: a change of the pool's state (mode,
+ *   needs_check, data or metadata below the guard) is logged once, at warn for space, error for
+ *   read-only, failed or needs_check, info when the pool is healthy again;
  * - {@linkcode PoolMonitor.settle} waits for the read in flight, so nothing runs after close.
  *
  * @module
  */
-import { errorMessage, UnavailableError } from "../util/errors.ts";
+import { UnavailableError } from "../util/errors.ts";
+import type { FreeSpace } from "../util/free_space.ts";
+import { type Logger, silentLogger } from "../util/log.ts";
 import type { DeviceMapper, PoolStatus, TargetStatus } from "../dm/types.ts";
-import { checkPoolHealth } from "./health.ts";
+import { creationError, deletionError, type PoolProblem, poolProblem } from "./health.ts";
 
 /** How long one status read of all devices is shared, ms. */
 export const STATUS_CACHE_MS = 1000;
 
-/** Caches the status of all devices and judges the pool's health from it. */
+/** Options of {@linkcode PoolMonitor}. */
+export interface PoolMonitorOptions {
+  dm: DeviceMapper;
+  poolName: string;
+  /** The pool's status as read when it was opened (not logged: the opener reports it). */
+  status?: PoolStatus;
+  /** `min_free_space`: new devices are refused below it; absent, only an unhealthy pool refuses. */
+  minFreeSpace?: FreeSpace;
+  logger?: Logger;
+  /** Monotonic milliseconds (default `performance.now`); tests move time with it. */
+  now?: () => number;
+}
+
+/** Caches the status of all devices and judges the pool's health and free space from it. */
 export class PoolMonitor {
   readonly #dm: DeviceMapper;
   readonly #poolName: string;
+  readonly #minFreeSpace: FreeSpace | undefined;
+  readonly #log: Logger;
+  readonly #now: () => number;
   #cache: { at: number; status: Promise<Map<string, TargetStatus[]>> } | undefined;
   /** The pool's status as last read. */
   #pool: PoolStatus | undefined;
+  /** When the read that gave {@linkcode PoolMonitor.#pool} started (performance.now()). */
+  #poolAt = -Infinity;
+  /** The state last logged (or found at open): `healthy`, or the problem's state and flags. */
+  #state: string;
 
-  /** `initial`: the pool's status as read when it was opened. */
-  constructor(dm: DeviceMapper, poolName: string, initial?: PoolStatus) {
-    this.#dm = dm;
-    this.#poolName = poolName;
-    this.#pool = initial;
+  /** Creates the monitor. */
+  constructor(options: PoolMonitorOptions) {
+    this.#dm = options.dm;
+    this.#poolName = options.poolName;
+    this.#minFreeSpace = options.minFreeSpace;
+    this.#log = options.logger ?? silentLogger();
+    this.#now = options.now ?? (() => performance.now());
+    this.#pool = options.status;
+    if (options.status) this.#poolAt = this.#now();
+    this.#state = options.status ? stateKey(this.problem(options.status)) : "healthy";
+  }
+
+  /** The problem of `status` for new devices under this monitor's guard, if any. */
+  problem(status: PoolStatus): PoolProblem | undefined {
+    return poolProblem(status, this.#poolName, this.#minFreeSpace);
   }
 
   /** Status of all dm devices, shared for {@link STATUS_CACHE_MS}. */
   deviceStatus(): Promise<Map<string, TargetStatus[]>> {
-    const now = performance.now();
+    const now = this.#now();
     if (!this.#cache || now - this.#cache.at > STATUS_CACHE_MS) {
       const status = this.#dm.statusAll();
       status.then(
         (all) => {
           const line = all.get(this.#poolName)?.[0];
           this.#pool = line?.target === "thin-pool" ? line as PoolStatus : undefined;
+          this.#poolAt = now;
+          if (this.#pool) this.#observe(this.#pool);
         },
         () => (this.#cache = undefined),
       );
@@ -59,30 +102,101 @@ export class PoolMonitor {
   }
 
   /**
-   * Refuses new devices on a failed, read-only, full or unchecked pool with an
-   * {@linkcode UnavailableError} that starts with `what`. Starts a background refresh when the
-   * last status is older than {@link STATUS_CACHE_MS}.
+   * Refuses new devices on a failed, read-only, unchecked or full pool, or one whose free data
+   * or metadata space is below `min_free_space`, with an error that starts with `what`
+   * (`ResourceExhaustedError` for space, `UnavailableError` otherwise). Reads the status first
+   * when the last is older than {@link STATUS_CACHE_MS}; when that read fails, the last status
+   * is judged, and with none the creation goes on (the pool itself then says what is wrong).
    */
   async checkHealth(what: string): Promise<void> {
-    if (performance.now() - (this.#cache?.at ?? -Infinity) > STATUS_CACHE_MS) {
-      this.deviceStatus().catch(() => {}); // refresh in the background
-    }
-    const check = (status: PoolStatus | undefined) => {
-      if (status) checkPoolHealth(status, this.#poolName);
+    const fresh = this.#age() > STATUS_CACHE_MS;
+    if (fresh) await this.deviceStatus().catch(() => {}); // shared with concurrent callers
+    if (!this.#pool) return;
+    let problem = this.problem(this.#pool);
+    if (problem && !fresh) problem = this.problem(await this.poolStatus());
+    if (problem) throw creationError(problem, what);
+  }
+
+  /**
+   * Refuses to delete devices on a pool that cannot change (read-only, failed) with a
+   * `FailedPreconditionError` that starts with `what`. Uses a status at most
+   * {@link STATUS_CACHE_MS} old (reads one when the last is older); a status that cannot be
+   * read refuses nothing (the pool itself then says what is wrong).
+   */
+  async checkDeletable(what: string): Promise<void> {
+    const refuses = (s: PoolStatus | undefined) => {
+      const problem = s && this.problem(s);
+      return problem && !problem.canDelete ? problem : undefined;
     };
-    try {
-      check(this.#pool);
-    } catch {
-      try {
-        check(await this.poolStatus());
-      } catch (err) {
-        throw new UnavailableError(`${what}: ${errorMessage(err)}`, { cause: err });
-      }
+    const readNow = () => this.poolStatus().catch(() => undefined);
+    const fresh = !this.#pool || this.#age() > STATUS_CACHE_MS;
+    let problem = refuses(fresh ? await readNow() : this.#pool);
+    if (problem && !fresh) problem = refuses(await readNow());
+    if (problem) throw deletionError(problem, what);
+  }
+
+  /** Age of the last status of the pool, ms (Infinity when none). */
+  #age(): number {
+    return this.#now() - this.#poolAt;
+  }
+
+  /** Logs a change of the pool's state. */
+  #observe(status: PoolStatus): void {
+    const problem = this.problem(status);
+    const state = stateKey(problem);
+    if (state === this.#state) return;
+    const from = this.#state;
+    this.#state = state;
+    const fields = {
+      pool: this.#poolName,
+      from,
+      to: state,
+      mode: status.mode,
+      data: `${status.usedDataBlocks}/${status.totalDataBlocks}`,
+      metadata: `${status.usedMetadataBlocks}/${status.totalMetadataBlocks}`,
+      problem: problem?.message,
+    };
+    if (!problem) {
+      this.#log.info("pool is healthy again: new snapshots are allowed", fields);
+    } else if (problem.canDelete && problem.state !== "needs_check") {
+      this.#log.warn(stateMessage(problem), fields);
+    } else {
+      this.#log.error(stateMessage(problem), fields);
     }
   }
 
   /** Waits for a status read in flight. */
   async settle(): Promise<void> {
     await this.#cache?.status.catch(() => {});
+  }
+}
+
+/** One word per distinct state: what changes it is worth a log line. */
+function stateKey(problem: PoolProblem | undefined): string {
+  if (!problem) return "healthy";
+  const low = [problem.dataLow ? "data" : "", problem.metadataLow ? "metadata" : ""]
+    .filter(Boolean).join("+");
+  return low ? `${problem.state}(low:${low})` : problem.state;
+}
+
+/** The log message of a pool found in `problem`'s state. */
+export function stateMessage(problem: PoolProblem): string {
+  switch (problem.state) {
+    case "failed":
+      return "pool has failed: serving reads only; new snapshots and removals are refused";
+    case "needs_check":
+      return "pool needs a metadata check: new snapshots are refused";
+    case "read_only":
+      return "pool is read-only: serving reads only; new snapshots and removals are refused";
+    case "out_of_data_space":
+      return "pool is out of data space: serving reads and removals only";
+    case "low_space":
+      return `pool is low on ${
+        problem.dataLow && problem.metadataLow
+          ? "data and metadata"
+          : problem.dataLow
+          ? "data"
+          : "metadata"
+      } space: new snapshots are refused (min_free_space)`;
   }
 }

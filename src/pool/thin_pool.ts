@@ -9,6 +9,14 @@
  * reused; an id found taken by someone else sharing the pool is recorded as `foreign` and
  * skipped.
  *
+ * A snapshot of an active origin suspends it around `create_snap`, and a suspend flushes the
+ * origin's filesystem, which never completes while the pool cannot write (full, in
+ * `queue_if_no_space` mode). So the wait for the suspend is bounded
+ * ({@linkcode SUSPEND_TIMEOUT_MS}); past it the snapshot fails with a
+ * {@linkcode SuspendTimeoutError} and `create_snap` is never sent, while the suspend, which
+ * nothing can cancel, goes on in the kernel. When it ends the origin is resumed, and only then
+ * may the next snapshot of that origin suspend it (it waits for that within its own bound).
+ *
  * @module
  */
 import type { DeviceInfo, DeviceMapper, PoolStatus } from "../dm/types.ts";
@@ -20,9 +28,41 @@ import { checkPoolHealth } from "./health.ts";
 import { PoolMonitor } from "./monitor.ts";
 import type { DeviceRecord, MetadataStore } from "../metadata/store.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
-import { NotFoundError, UnavailableError } from "../util/errors.ts";
+import { errorMessage, NotFoundError, UnavailableError } from "../util/errors.ts";
+import type { FreeSpace } from "../util/free_space.ts";
 
 export type { FsType };
+
+/**
+ * How long a snapshot of an active origin waits for the origin's suspend (the freeze and flush
+ * of its filesystem), ms. A flush that takes longer goes on in the kernel, so a timeout costs
+ * only a retry (by then the data is flushed and the retry's suspend is quick), never data;
+ * a flush that never completes costs no more than this. 10 s is well past a healthy pool's
+ * flush of a committed layer (containerd writes a layer, unmounts it and commits it: little is
+ * left dirty) and well below the kernel's own `no_space_timeout` (60 s by default, after which
+ * a full pool fails the queued writes) and containerd's and the kubelet's request timeouts.
+ */
+export const SUSPEND_TIMEOUT_MS = 10_000;
+
+/** How long the state of the pool is awaited for the message of a {@linkcode SuspendTimeoutError}. */
+const POOL_STATE_WAIT_MS = 2000;
+
+/**
+ * A snapshot of an active origin gave up waiting for the origin's suspend: the origin's
+ * filesystem could not be flushed in time (typically a full pool that queues writes). Nothing
+ * was created; the origin is resumed when the suspend ends. gRPC `Unavailable`: retrying is
+ * safe and works once the pool can write again.
+ */
+export class SuspendTimeoutError extends UnavailableError {
+  /** dm name of the origin. */
+  readonly device: string;
+  /** Creates the error. */
+  constructor(message: string, device: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SuspendTimeoutError";
+    this.device = device;
+  }
+}
 
 /** Makes and prepares filesystems on block devices (see `src/dm/mkfs.ts`). */
 export interface Formatter {
@@ -48,6 +88,16 @@ export interface ThinPoolOptions {
   idAttempts?: number;
   /** The pool's status as read when it was opened (see `openPool` in `health.ts`). */
   status?: PoolStatus;
+  /** Bound on the wait for an active origin's suspend, ms (default {@linkcode SUSPEND_TIMEOUT_MS}). */
+  suspendTimeoutMs?: number;
+  /** `min_free_space`: new devices are refused below it (see `health.ts`); absent, no guard. */
+  minFreeSpace?: FreeSpace;
+  /**
+   * Devices get the dm UUID `<uuidPrefix><thin id>` when activated, which tells this
+   * instance's active devices from another's on a shared pool (see
+   * `src/snapshotter/open_metadata.ts`); absent, none.
+   */
+  uuidPrefix?: string;
 }
 
 /** What to create a device from. */
@@ -63,9 +113,16 @@ export class ThinPool {
   readonly #formatter: Formatter;
   readonly #log: Logger;
   readonly #discardBlocks: boolean;
-  /** The last snapshot of an active origin queued, by origin thin id. */
+  /**
+   * The last snapshot of an active origin queued, by origin thin id; it resolves (never
+   * rejects) once that snapshot is done, the resume after a late suspend included.
+   */
   readonly #originTurns = new Map<number, Promise<void>>();
+  readonly #suspendTimeoutMs: number;
+  /** Resumes waiting for a suspend that ended after its snapshot gave up. */
+  readonly #lateResumes = new Set<Promise<void>>();
   readonly #idAttempts: number;
+  readonly #uuidPrefix: string | undefined;
   /** In-flight template builds, by template key (instance state). */
   readonly #templates = new Map<string, Promise<DeviceRecord>>();
   readonly #monitor: PoolMonitor;
@@ -79,7 +136,15 @@ export class ThinPool {
     this.#log = options.logger ?? silentLogger();
     this.#discardBlocks = options.discardBlocks ?? false;
     this.#idAttempts = options.idAttempts ?? 64;
-    this.#monitor = new PoolMonitor(this.dm, this.poolName, options.status);
+    this.#uuidPrefix = options.uuidPrefix;
+    this.#suspendTimeoutMs = options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS;
+    this.#monitor = new PoolMonitor({
+      dm: this.dm,
+      poolName: this.poolName,
+      status: options.status,
+      minFreeSpace: options.minFreeSpace,
+      logger: this.#log,
+    });
   }
 
   /** Processes the device-mapper layer has spawned so far. */
@@ -117,6 +182,14 @@ export class ThinPool {
     return this.#monitor.checkHealth(what);
   }
 
+  /**
+   * Refuses to delete devices on a pool that cannot change (read-only, failed) with a
+   * FailedPreconditionError that starts with `what` (see `monitor.ts`).
+   */
+  checkDeletable(what: string): Promise<void> {
+    return this.#monitor.checkDeletable(what);
+  }
+
   /** The pool's status, read now. */
   poolStatus(): Promise<PoolStatus> {
     return this.#monitor.poolStatus();
@@ -132,9 +205,25 @@ export class ThinPool {
     return await this.mappedBytes(device);
   }
 
-  /** Waits for a status read in flight, then releases the device-mapper backend. */
+  /**
+   * Waits for a status read in flight and (within the suspend timeout) for the resume of an
+   * origin whose suspend is still in the kernel, then releases the device-mapper backend. An
+   * origin left suspended is resumed at the next start (see `reconcile.ts`).
+   */
   async close(): Promise<void> {
     await this.#monitor.settle();
+    if (this.#lateResumes.size > 0) {
+      const late = Promise.all(this.#lateResumes);
+      if (!await settlesBy(late, performance.now() + this.#suspendTimeoutMs)) {
+        this.#log.warn(
+          "closing with a suspend still in the kernel; its device is resumed at the next start",
+          {
+            pool: this.poolName,
+            pending: this.#lateResumes.size,
+          },
+        );
+      }
+    }
     this.dm.close?.();
   }
 
@@ -208,7 +297,10 @@ export class ThinPool {
       return;
     }
     const originId = device.originId;
-    await this.#oneAtATime(originId, () => this.#snapshotActive(device.thinId, originId));
+    await this.#originTurn(
+      originId,
+      (turn) => this.#snapshotActive(device.thinId, originId, turn),
+    );
   }
 
   /**
@@ -216,16 +308,30 @@ export class ThinPool {
    * snapshot sees a consistent, flushed filesystem. Commit removed it with --deferred: the
    * kernel takes it away once its last user closes it, which can happen before the suspend or
    * while it is suspended. A device gone is an inactive origin, and nothing is left to resume.
+   *
+   * A suspend not done by the turn's deadline is left to finish in the kernel: the snapshot
+   * fails with a {@linkcode SuspendTimeoutError} before `create_snap` (the caller undoes the
+   * reserved device, which the pool never made), and the origin is resumed once the suspend
+   * ends, whichever way; the origin's turn lasts until then.
    */
-  async #snapshotActive(thinId: number, originId: number): Promise<void> {
+  async #snapshotActive(thinId: number, originId: number, turn: OriginTurn): Promise<void> {
     const origin = this.deviceName(originId);
-    let suspended = false;
-    try {
-      await this.dm.suspend(origin);
-      suspended = true;
-    } catch (err) {
-      if (!isErrno(err, "ENXIO")) throw err;
+    const suspending = this.dm.suspend(origin).then(
+      () => true,
+      (err) => {
+        if (isErrno(err, "ENXIO")) return false;
+        throw err;
+      },
+    );
+    if (!await settlesBy(suspending, turn.deadline)) {
+      turn.hold(this.#resumeWhenSuspended(origin, suspending));
+      throw await this.#suspendTimeout(
+        origin,
+        `its suspend did not finish within ${this.#suspendTimeoutMs} ms, so its filesystem ` +
+          `could not be flushed`,
+      );
     }
+    const suspended = await suspending;
     try {
       await this.dm.createSnap(this.poolName, thinId, originId);
     } finally {
@@ -238,19 +344,91 @@ export class ThinPool {
   }
 
   /**
-   * Runs `fn` after every earlier call for the same origin: two snapshots of one active origin
-   * must not interleave, or one resumes the origin before the other's create_snap.
+   * Runs `fn` after every earlier snapshot of the same origin is done: two snapshots of one
+   * active origin must not interleave, or one resumes the origin before the other's
+   * create_snap. The wait counts against the suspend timeout: an earlier suspend still in the
+   * kernel fails this snapshot in time too. The turn ends when `fn` is done and whatever it
+   * held (a resume waiting for a late suspend) has settled.
    */
-  async #oneAtATime(originId: number, fn: () => Promise<void>): Promise<void> {
+  async #originTurn(originId: number, fn: (turn: OriginTurn) => Promise<void>): Promise<void> {
+    const deadline = performance.now() + this.#suspendTimeoutMs;
     const previous = this.#originTurns.get(originId) ?? Promise.resolve();
-    const run = previous.then(fn);
-    const turn = run.catch(() => {});
+    const held: Promise<void>[] = [previous];
+    const { promise: turn, resolve: endTurn } = Promise.withResolvers<void>();
     this.#originTurns.set(originId, turn);
     try {
-      await run;
+      if (!await settlesBy(previous, deadline)) {
+        throw await this.#suspendTimeout(
+          this.deviceName(originId),
+          `an earlier snapshot's suspend of it has not finished within ${this.#suspendTimeoutMs} ms`,
+        );
+      }
+      await fn({ deadline, hold: (p) => held.push(p) });
     } finally {
-      if (this.#originTurns.get(originId) === turn) this.#originTurns.delete(originId);
+      // every held promise resolves, never rejects
+      Promise.all(held).then(() => {
+        if (this.#originTurns.get(originId) === turn) this.#originTurns.delete(originId);
+        endTurn();
+      });
     }
+  }
+
+  /**
+   * Resumes `origin` once a suspend its snapshot gave up on has ended. A suspend that failed
+   * late may have suspended the device all the same (dmsetup killed at its time limit after
+   * the kernel suspended it), so the device is resumed whichever way it ended: resuming a
+   * device that is not suspended does nothing, and one that is gone is fine. Never rejects.
+   */
+  #resumeWhenSuspended(origin: string, suspending: Promise<boolean>): Promise<void> {
+    const started = performance.now();
+    const done = (async () => {
+      const outcome = await suspending.then(
+        (suspended) => (suspended ? "suspended" : "gone"),
+        (err) => `failed: ${errorMessage(err)}`,
+      );
+      await this.resume({ name: origin });
+      this.#log.warn("a suspend ended after its snapshot gave up; the device is resumed", {
+        device: origin,
+        suspend: outcome,
+        ms: Math.round(performance.now() - started),
+      });
+    })().catch((error) => {
+      this.#log.error(
+        "cannot resume a device after its late suspend; it is resumed at the next start",
+        {
+          device: origin,
+          error,
+        },
+      );
+    });
+    this.#lateResumes.add(done);
+    done.then(() => this.#lateResumes.delete(done));
+    return done;
+  }
+
+  /** The error of a snapshot of `origin` that gave up waiting, naming the pool's state. */
+  async #suspendTimeout(origin: string, reason: string): Promise<SuspendTimeoutError> {
+    let state: string;
+    let advice = "retry later";
+    try {
+      const reading = this.#monitor.poolStatus();
+      reading.catch(() => {}); // read on past the wait below: its failure is of no interest then
+      if (!await settlesBy(reading, performance.now() + POOL_STATE_WAIT_MS)) {
+        throw new Error(`no status within ${POOL_STATE_WAIT_MS} ms`);
+      }
+      const status = await reading;
+      state = describePool(status);
+      if (status.mode === "out_of_data_space") {
+        advice = "give the pool data space (extend it, or remove snapshots), then retry";
+      }
+    } catch (err) {
+      state = `state unknown (${errorMessage(err)})`;
+    }
+    return new SuspendTimeoutError(
+      `Cannot snapshot active device "${origin}": ${reason}; pool "${this.poolName}" ${state}. ` +
+        `Nothing was created; the device is resumed when the suspend ends: ${advice}`,
+      origin,
+    );
   }
 
   #moveToFreshId(device: DeviceRecord): DeviceRecord {
@@ -275,7 +453,9 @@ export class ThinPool {
       await this.dm.create(
         device.name,
         thinTable(this.poolName, device.thinId, device.sizeBytes),
-        options,
+        this.#uuidPrefix === undefined
+          ? options
+          : { ...options, uuid: this.#uuidPrefix + device.thinId },
       );
     } catch (err) {
       // EBUSY: a device of that name exists already; fine if it is ours and live.
@@ -462,4 +642,39 @@ export class ThinPool {
 /** The key of the template device for `(fsType, fsOptions, sizeBytes)`. */
 function templateKey(fsType: FsType, fsOptions: string, sizeBytes: number): string {
   return `${fsType}|${fsOptions}|${sizeBytes}`;
+}
+
+/** A snapshot's turn on its origin (see `#originTurn`). */
+interface OriginTurn {
+  /** When the snapshot gives up waiting (`performance.now()` time, ms). */
+  deadline: number;
+  /** Keeps the turn until `promise` (which must never reject) settles. */
+  hold(promise: Promise<void>): void;
+}
+
+/** True when `promise` settles (either way) by `deadline` (`performance.now()` time, ms). */
+async function settlesBy(promise: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(0, deadline - performance.now()));
+  });
+  try {
+    return await Promise.race([promise.then(() => true, () => true), expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** `is out of data space (1024/1024 data blocks used, queue_if_no_space)`. */
+function describePool(status: PoolStatus): string {
+  const mode = status.failed || status.mode === "fail"
+    ? "failed"
+    : status.mode === "out_of_data_space"
+    ? "out of data space"
+    : status.mode === "ro"
+    ? "read-only"
+    : "read-write";
+  return `is ${mode} (${status.usedDataBlocks}/${status.totalDataBlocks} data blocks used, ${
+    status.errorIfNoSpace ? "error_if_no_space" : "queue_if_no_space: writes wait for space"
+  })`;
 }

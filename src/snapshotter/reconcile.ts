@@ -7,7 +7,9 @@
  * - no device of ours is left suspended (a crash between the suspend and the resume around a
  *   snapshot of an active origin would leave its filesystem frozen);
  * - no device row is left `creating` or `deleting` (the device is deleted, then the row), except
- *   a device still open, which is reported busy and retried at the next start or Cleanup;
+ *   a device still open, which is reported busy and retried at the next start or Cleanup, and
+ *   every such device of a pool that cannot change (read-only, failed: `deletionsRefused`),
+ *   which keeps its row and is reported `postponed`: the start goes on, degraded;
  * - templates of earlier settings are deleted (nothing depends on a template);
  * - the devices of active snapshots and views are active, those of committed snapshots are not;
  * - an active device named like ours without a row of our own (another instance's on a shared
@@ -27,11 +29,16 @@ export interface ReconcileContext {
   pool: ThinPool;
   settings: Pick<SnapshotterSettings, "fsType" | "fsOptions" | "baseImageSize">;
   log: Logger;
+  /**
+   * Why the pool deletes nothing now (read-only, failed), when it does not: pending deletions
+   * and old templates are then left for Cleanup or the next start.
+   */
+  deletionsRefused?: string;
 }
 
 /** Brings the pool and the store in line; returns what it did. */
 export async function reconcile(
-  { store, pool, settings, log }: ReconcileContext,
+  { store, pool, settings, log, deletionsRefused }: ReconcileContext,
 ): Promise<ReconcileReport> {
   const report: ReconcileReport = {
     undone: [],
@@ -42,6 +49,7 @@ export async function reconcile(
     missing: [],
     busy: [],
     foreign: [],
+    postponed: [],
   };
   // 1. snapshots whose creation never finished: drop them (Prepare never returned).
   for (const s of store.listSnapshots("creating")) {
@@ -64,23 +72,33 @@ export async function reconcile(
     ...store.listDevices("creating"),
     ...store.listDevices("deleting"),
   ];
-  for (const device of pending) {
-    try {
-      await pool.destroy(device);
-      report.deleted.push(device.thinId);
-    } catch (err) {
-      if (!isErrno(err, "EBUSY")) throw err;
-      report.busy.push(device.name);
+  if (deletionsRefused !== undefined) {
+    report.postponed.push(...pending.map((d) => d.name));
+    if (pending.length > 0) {
+      log.warn("devices of removed or unfinished snapshots left in the pool until it can change", {
+        devices: report.postponed,
+        reason: deletionsRefused,
+      });
     }
+  } else {
+    for (const device of pending) {
+      try {
+        await pool.destroy(device);
+        report.deleted.push(device.thinId);
+      } catch (err) {
+        if (!isErrno(err, "EBUSY")) throw err;
+        report.busy.push(device.name);
+      }
+    }
+    // 3. templates of earlier settings: garbage once the configuration changed.
+    report.deleted.push(
+      ...await pool.dropTemplatesExcept(
+        settings.fsType,
+        settings.fsOptions,
+        settings.baseImageSize,
+      ),
+    );
   }
-  // 3. templates of earlier settings: garbage once the configuration changed.
-  report.deleted.push(
-    ...await pool.dropTemplatesExcept(
-      settings.fsType,
-      settings.fsOptions,
-      settings.baseImageSize,
-    ),
-  );
   // 4. activation follows the records.
   const wanted = new Set<string>();
   for (const s of store.listSnapshots()) {
@@ -140,6 +158,11 @@ export interface ReconcileReport {
   missing: string[];
   /** Devices still open, left for later. */
   busy: string[];
+  /**
+   * Devices whose deletion waits because the pool cannot change now (read-only, failed); their
+   * rows stay for Cleanup or the next start.
+   */
+  postponed: string[];
   /**
    * Active devices named like ours that this store has no row of its own for: another
    * instance's on a shared pool (or left by a wiped `root_path`). Left alone.

@@ -5,6 +5,7 @@
  * @module
  */
 import type { FsType } from "../dm/mkfs.ts";
+import type { FreeSpace } from "../util/free_space.ts";
 
 /** Settings of a snapshotter (the config file's keys, parsed). */
 export interface SnapshotterSettings {
@@ -23,4 +24,15 @@ export interface SnapshotterSettings {
   discardBlocks: boolean;
   /** Mount active ext4/xfs snapshots with `discard` (online discard). */
   onlineDiscard?: boolean;
+  /**
+   * `allow_new_metadata`: start with a new, empty database when `metadata.db` is missing or
+   * empty even though active devices of this `root_path` are in the pool (see
+   * `open_metadata.ts`).
+   */
+  allowNewMetadata?: boolean;
+  /**
+   * `min_free_space`: Prepare and View are refused while the pool's free data or metadata space
+   * is below it (see `src/pool/health.ts`). Absent: no guard (the config's default is 10%).
+   */
+  minFreeSpace?: FreeSpace;
 }

@@ -24,7 +24,6 @@
  * @module
  */
 import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import type { Info, Kind, Mount, Snapshotter, Usage } from "../snapshots/types.ts";
 import {
   AlreadyExistsError,
@@ -32,18 +31,21 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  ResourceExhaustedError,
   SnapshotterError,
   UnavailableError,
 } from "../util/errors.ts";
 import {
   type DeviceRecord,
+  MetadataError,
   type MetadataStore,
-  openStore,
   type SnapshotRecord,
 } from "../metadata/store.ts";
+import { deviceUuidPrefix, openMetadata } from "./open_metadata.ts";
 import { type Formatter, type FsType, ThinPool } from "../pool/thin_pool.ts";
 import type { DeviceMapper, PoolStatus } from "../dm/types.ts";
-import { openPool } from "../pool/health.ts";
+import { openPool, poolProblem } from "../pool/health.ts";
+import { stateMessage } from "../pool/monitor.ts";
 import { isErrno } from "../dm/errors.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import type { SnapshotterSettings } from "./settings.ts";
@@ -75,11 +77,23 @@ const KIND_WORD: Record<Kind, string> = { active: "active", view: "view", commit
 
 export type { ReconcileReport };
 
-/** Opens the store, checks the pool, reconciles, and returns a ready snapshotter. */
+/**
+ * Opens the store, checks the pool, reconciles, and returns a ready snapshotter. Only a missing
+ * pool or a device that is not a thin-pool refuses to start: a full, read-only, failed or
+ * unchecked pool starts degraded (reads, and removals where the pool allows them, are served;
+ * creations are refused with the reason), logged at error level.
+ */
 export async function openSnapshotter(options: SnapshotterOptions): Promise<DevmapperSnapshotter> {
   const { status } = await openPool(options.dm, options.poolName); // before anything is written
+  const log = options.logger ?? silentLogger();
+  const problem = poolProblem(status, options.poolName, options.minFreeSpace);
+  if (problem) {
+    const fields = { pool: options.poolName, mode: status.mode, problem: problem.message };
+    if (problem.state === "low_space") log.warn(stateMessage(problem), fields);
+    else log.error(stateMessage(problem), fields);
+  }
   mkdirSync(options.rootPath, { recursive: true, mode: 0o750 });
-  const store = openStore(join(options.rootPath, "metadata.db"));
+  const store = await openMetadata({ ...options, logger: log });
   try {
     const snapshotter = new DevmapperSnapshotter(store, options, status);
     await snapshotter.reconcile();
@@ -101,6 +115,8 @@ export class DevmapperSnapshotter implements Snapshotter {
   /** What the reconciliation at start did. */
   lastReconcile: ReconcileReport | undefined;
   #closed = false;
+  /** Ids of the snapshot rows `creating` that a call of this process is working on. */
+  readonly #creating = new Set<number>();
 
   /** Use {@linkcode openSnapshotter}. */
   constructor(store: MetadataStore, options: SnapshotterOptions, poolStatus?: PoolStatus) {
@@ -116,6 +132,8 @@ export class DevmapperSnapshotter implements Snapshotter {
       logger: this.#log,
       discardBlocks: options.discardBlocks,
       status: poolStatus,
+      minFreeSpace: options.minFreeSpace,
+      uuidPrefix: deviceUuidPrefix(options.rootPath, options.poolName),
     });
   }
 
@@ -131,8 +149,8 @@ export class DevmapperSnapshotter implements Snapshotter {
     try {
       return await fn();
     } catch (err) {
-      error = err;
-      throw err;
+      error = err instanceof MetadataError && err.sqlite ? databaseFailure(op, fields, err) : err;
+      throw error;
     } finally {
       const ms = performance.now() - started;
       const used = this.pool.spawns - spawns;
@@ -222,6 +240,7 @@ export class DevmapperSnapshotter implements Snapshotter {
     labels: Record<string, string>,
   ): Promise<Mount[]> {
     this.#open();
+    await this.#undoStale(key);
     const p = this.#checkNew(kind, key, parent);
     await this.pool.checkHealth(`cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
     const fsType = (p?.fsType ?? this.#settings.fsType) as FsType;
@@ -248,17 +267,27 @@ export class DevmapperSnapshotter implements Snapshotter {
       });
       return { device, id };
     });
-    let device: DeviceRecord;
+    this.#creating.add(reserved.id);
     try {
-      device = await this.pool.materialize(reserved.device);
-    } catch (err) {
-      await this.#undoCreate(reserved.id);
-      throw await this.#explain(err, `cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
+      let device: DeviceRecord;
+      try {
+        device = await this.pool.materialize(reserved.device);
+      } catch (err) {
+        await this.#undoCreate(reserved.id);
+        throw await this.#explain(err, `cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
+      }
+      try {
+        this.#store.transaction(() => {
+          this.#store.setDeviceState(device.thinId, "ready");
+          this.#store.setSnapshotReady(reserved.id);
+        });
+      } catch (err) {
+        await this.#undoCreate(reserved.id); // e.g. the metadata filesystem is full
+        throw err;
+      }
+    } finally {
+      this.#creating.delete(reserved.id);
     }
-    this.#store.transaction(() => {
-      this.#store.setDeviceState(device.thinId, "ready");
-      this.#store.setSnapshotReady(reserved.id);
-    });
     return this.#mounts(this.#ready(key));
   }
 
@@ -268,35 +297,70 @@ export class DevmapperSnapshotter implements Snapshotter {
     });
   }
 
-  /** Drops a snapshot row still `creating` and deletes its device. */
-  async #undoCreate(id: number): Promise<void> {
-    const s = this.#store.getSnapshotById(id);
-    if (!s) return;
-    const device = this.#store.getDevice(s.thinId);
-    this.#store.deleteSnapshot(id);
-    if (!device) return;
+  /**
+   * Undoes a creation: deletes the device of a snapshot row still `creating` from the pool, then
+   * drops the device row and the snapshot row in one write (`deleteDevice` takes `creating`
+   * snapshot rows with it). When that write fails (the metadata filesystem full, say) both rows
+   * stay `creating`, which every call ignores, and are undone by a retry of the key
+   * ({@linkcode DevmapperSnapshotter.#undoStale}), by Cleanup or at the next start: the device
+   * is gone from the pool at once either way. A device the pool cannot delete keeps its row
+   * for the next start; the snapshot row goes. `strict`: a failure of the metadata database is
+   * thrown instead of logged.
+   */
+  async #undoCreate(id: number, options: { strict?: boolean } = {}): Promise<void> {
     try {
-      await this.pool.destroy(device);
+      const s = this.#store.getSnapshotById(id);
+      if (!s || s.state !== "creating") return;
+      const device = this.#store.getDevice(s.thinId);
+      try {
+        if (device) await this.pool.destroy(device);
+        else this.#store.deleteSnapshot(id);
+      } catch (err) {
+        if (err instanceof MetadataError) throw err;
+        this.#log.warn("cannot undo a failed device; it is finished at the next start", {
+          thin_id: device?.thinId,
+          error: err,
+        });
+        this.#store.deleteSnapshot(id);
+      }
     } catch (err) {
-      this.#log.warn("cannot undo a failed device; it is finished at the next start", {
-        thin_id: device.thinId,
-        error: err,
-      });
+      if (options.strict) throw err;
+      this.#log.warn(
+        "cannot record the undo of a failed creation; a retry of the key, Cleanup or the " +
+          "next start finishes it",
+        { snapshot_id: id, error: err },
+      );
     }
+  }
+
+  /**
+   * A `creating` row for `key` that no call of this process is working on is what a creation
+   * left whose undo could not be written: undone now, so that the retry can create the key.
+   */
+  async #undoStale(key: string): Promise<void> {
+    const s = this.#store.getSnapshot(key);
+    if (s?.state !== "creating" || this.#creating.has(s.id)) return;
+    await this.#undoCreate(s.id, { strict: true });
   }
 
   /** Turns a device-mapper failure into a clear error, checking the pool's health. */
   async #explain(err: unknown, what: string): Promise<Error> {
-    if (err instanceof SnapshotterError || !(err instanceof Error)) return err as Error;
+    if (err instanceof SnapshotterError || err instanceof MetadataError) return err;
+    if (!(err instanceof Error)) return err as Error;
     try {
       await this.pool.checkHealthNow();
     } catch (problem) {
-      return new UnavailableError(`${what}: ${errorMessage(problem)}`, { cause: err });
+      const message = `${what}: ${errorMessage(problem)}`;
+      return problem instanceof ResourceExhaustedError
+        ? new ResourceExhaustedError(message, { cause: err })
+        : new UnavailableError(message, { cause: err });
     }
     if (isErrno(err, "ENOSPC")) {
-      return new UnavailableError(`${what}: pool "${this.pool.poolName}" is out of space`, {
-        cause: err,
-      });
+      return new ResourceExhaustedError(
+        `${what}: pool "${this.pool.poolName}" is out of space (no free data or metadata ` +
+          `block for the new device)`,
+        { cause: err },
+      );
     }
     return new Error(`${what}: ${err.message}`, { cause: err });
   }
@@ -388,6 +452,9 @@ export class DevmapperSnapshotter implements Snapshotter {
       const s = check();
       const device = this.#store.getDevice(s.thinId)!;
       if (!this.#settings.asyncRemove) {
+        // a pool that cannot change keeps the snapshot whole: containerd's GC skips it
+        // (FailedPrecondition) and Remove works again once the pool is repaired or extended
+        await this.pool.checkDeletable(`cannot remove snapshot "${key}", it is kept`);
         try {
           await this.pool.deactivate(device);
         } catch (err) {
@@ -479,8 +546,16 @@ export class DevmapperSnapshotter implements Snapshotter {
   cleanup(): Promise<void> {
     return this.#measure("cleanup", {}, async () => {
       this.#open();
+      for (const s of this.#store.listSnapshots("creating")) {
+        if (!this.#creating.has(s.id)) await this.#undoCreate(s.id); // see #undoStale
+      }
+      const pending = this.#store.listDevices("deleting");
+      if (pending.length === 0) return;
+      const refusal = `cleanup cannot delete ${pending.length} device(s) of removed snapshots; ` +
+        `they stay recorded for a later Cleanup or the next start`;
+      await this.pool.checkDeletable(refusal);
       const failures: string[] = [];
-      for (const device of this.#store.listDevices("deleting")) {
+      for (const device of pending) {
         try {
           await this.pool.destroy(device);
         } catch (err) {
@@ -488,6 +563,8 @@ export class DevmapperSnapshotter implements Snapshotter {
         }
       }
       if (failures.length > 0) {
+        await this.pool.poolStatus().catch(() => {}); // turned read-only meanwhile?
+        await this.pool.checkDeletable(refusal);
         throw new FailedPreconditionError(
           `cleanup could not remove ${failures.length} device(s): ${failures.join("; ")}`,
         );
@@ -501,11 +578,17 @@ export class DevmapperSnapshotter implements Snapshotter {
    */
   reconcile(): Promise<ReconcileReport> {
     return this.#measure("reconcile", {}, async () => {
+      // a pool that cannot change (read-only, failed) keeps what it holds until it can
+      const deletionsRefused = await this.pool.checkDeletable("devices left for later").then(
+        () => undefined,
+        (err) => errorMessage(err),
+      );
       const report = await reconcile({
         store: this.#store,
         pool: this.pool,
         settings: this.#settings,
         log: this.#log,
+        deletionsRefused,
       });
       this.#log.info("reconciled metadata with the pool", { ...report });
       this.lastReconcile = report;
@@ -525,4 +608,29 @@ export class DevmapperSnapshotter implements Snapshotter {
     this.#store.close();
     this.#clock.close?.();
   }
+}
+
+/**
+ * A failure of the metadata database during `op` as the error the caller gets: what could not be
+ * done, then the database's reason, with its class (`resource_exhausted` for a full filesystem).
+ */
+function databaseFailure(
+  op: string,
+  fields: Record<string, unknown>,
+  err: MetadataError,
+): SnapshotterError {
+  const key = `"${fields.key}"`;
+  const what: Record<string, string> = {
+    prepare: `cannot create active snapshot ${key}`,
+    view: `cannot create view snapshot ${key}`,
+    mounts: `cannot get the mounts of snapshot ${key}`,
+    usage: `cannot get the usage of snapshot ${key}`,
+    list: "cannot list snapshots",
+    cleanup: "cannot clean up",
+    reconcile: "cannot reconcile the metadata with the pool",
+  };
+  const message = `${what[op] ?? `cannot ${op} snapshot ${key}`}: ${err.message}`;
+  return err.kind === "resource_exhausted"
+    ? new ResourceExhaustedError(message, { cause: err })
+    : new SnapshotterError(err.kind, message, { cause: err });
 }

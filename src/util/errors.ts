@@ -80,12 +80,24 @@ export class FailedPreconditionError extends SnapshotterError {
   }
 }
 
-/** The pool or the service cannot serve now (pool full, read-only, failed, shutting down). */
+/** The pool or the service cannot serve now (pool read-only, failed, shutting down). */
 export class UnavailableError extends SnapshotterError {
   /** Creates the error. */
   constructor(message: string, options?: ErrorOptions) {
     super("unavailable", message, options);
     this.name = "UnavailableError";
+  }
+}
+
+/**
+ * A resource ran short (thin-pool data or metadata space below `min_free_space`, or gone):
+ * nothing was changed; the call works again once space is freed or the pool extended.
+ */
+export class ResourceExhaustedError extends SnapshotterError {
+  /** Creates the error. */
+  constructor(message: string, options?: ErrorOptions) {
+    super("resource_exhausted", message, options);
+    this.name = "ResourceExhaustedError";
   }
 }
 
@@ -109,7 +121,7 @@ export function errorKind(err: unknown): ErrorKind {
     const errno = (err as { errno?: unknown }).errno;
     switch (errno) {
       case "ENOSPC":
-        return "unavailable";
+        return "resource_exhausted";
       case "EBUSY":
         return "failed_precondition";
       case "EINVAL":

@@ -92,7 +92,7 @@ Deno.test("pool failure: mkfs failing while building the template leaves no thin
   }
 });
 
-Deno.test("pool failure: a pool that runs out of space gives a clear Unavailable error", async () => {
+Deno.test("pool failure: a pool that runs out of space gives a clear ResourceExhausted error", async () => {
   requireKernel();
   // 16 MiB of data: the template (a few MiB of ext4 metadata) fits, 32 MiB of writes do not.
   await using pool = await createTestPool({ dataMb: 16, errorIfNoSpace: true });
@@ -113,7 +113,7 @@ Deno.test("pool failure: a pool that runs out of space gives a clear Unavailable
     assert.equal((await s.poolStatus()).mode, "out_of_data_space");
     const err = await s.prepare("b", "").then(() => undefined, (e) => e);
     assert.ok(err, "prepare on a full pool fails");
-    assert.equal(errorKind(err), "unavailable", String(err));
+    assert.equal(errorKind(err), "resource_exhausted", String(err));
     assert.match(String(err), /out of data space/);
     // freeing space makes the pool usable again
     await s.remove("a");

@@ -28,6 +28,7 @@ import {
 import type { CommandRunner } from "../runner.ts";
 import { SysfsActivity } from "../active.ts";
 import {
+  type CreateOptions,
   type DeviceInfo,
   type DeviceMapper,
   devicePath,
@@ -72,6 +73,25 @@ const INFO_ARGS: readonly string[] = [
   "--separator",
   " ",
 ];
+
+/**
+ * `info` with the device's dm UUID, read from sysfs (no spawn; a UUID column in the report would
+ * shift the fields {@linkcode parseInfoLine} reads); unchanged when it has none, or when sysfs
+ * does not describe that device under that name.
+ */
+async function withUuid(info: DeviceInfo): Promise<DeviceInfo> {
+  const dir = `/sys/dev/block/${info.major}:${info.minor}/dm`;
+  try {
+    const [name, uuid] = await Promise.all([
+      Deno.readTextFile(`${dir}/name`),
+      Deno.readTextFile(`${dir}/uuid`),
+    ]);
+    if (name.trim() !== info.name || uuid.trim() === "") return info;
+    return { ...info, uuid: uuid.trim() };
+  } catch {
+    return info;
+  }
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -136,18 +156,21 @@ export class Dmsetup implements DeviceMapper {
     validateDeviceName(name);
     try {
       const out = await this.#run([...INFO_ARGS, name]);
-      return parseInfoLine(out.split("\n")[0]);
+      return await withUuid(parseInfoLine(out.split("\n")[0]));
     } catch (err) {
       if (isErrno(err, "ENXIO")) return undefined;
       throw err;
     }
   }
 
-  /** `dmsetup info -c` of every device, one spawn. */
+  /** `dmsetup info -c` of every device, one spawn (UUIDs from sysfs). */
   async infoAll(): Promise<Map<string, DeviceInfo>> {
     const out = await this.#run(INFO_ARGS);
     const all = parseInfoAll(out);
-    for (const [name, info] of all) this.#activity.remember(name, info.major, info.minor);
+    for (const [name, info] of all) {
+      this.#activity.remember(name, info.major, info.minor);
+      all.set(name, await withUuid(info));
+    }
     return all;
   }
 
@@ -179,11 +202,15 @@ export class Dmsetup implements DeviceMapper {
     return parseLs(await this.#run(["ls"]));
   }
 
-  /** `dmsetup create <name> [--readonly] --table <table>`, then makes sure the node exists. */
-  async create(name: string, table: string, options: { readOnly?: boolean } = {}): Promise<void> {
+  /**
+   * `dmsetup create <name> [--readonly] [--uuid <uuid>] --table <table>`, then makes sure the
+   * node exists.
+   */
+  async create(name: string, table: string, options: CreateOptions = {}): Promise<void> {
     validateDeviceName(name);
     const args = ["create", name];
     if (options.readOnly) args.push("--readonly");
+    if (options.uuid) args.push("--uuid", options.uuid);
     args.push("--table", table);
     await this.#run(args);
     const path = devicePath(name);
@@ -208,7 +235,15 @@ export class Dmsetup implements DeviceMapper {
     await this.#run(["reload", name, "--table", table]);
   }
 
-  /** `dmsetup suspend [--nolockfs] <name>`; EBUSY retried. Suspending a suspended device succeeds. */
+  /**
+   * `dmsetup suspend [--nolockfs] <name>`; EBUSY retried. Suspending a suspended device succeeds.
+   * A suspend whose flush cannot complete (a full pool that queues writes) keeps its process in
+   * the kernel: the time limit kills it, but a flush cannot be interrupted, so the process ends,
+   * and the promise settles, only when the kernel call returns; if it was killed, with an error
+   * whether or not the device ended up suspended. A caller that stops waiting owns the outcome:
+   * once the promise settles, either way, it must resume the device (not before: a resume sent
+   * while the suspend is still freezing finds nothing suspended and does nothing).
+   */
   async suspend(name: string, options: { noLockfs?: boolean } = {}): Promise<void> {
     validateDeviceName(name);
     const args = options.noLockfs ? ["suspend", "--nolockfs", name] : ["suspend", name];

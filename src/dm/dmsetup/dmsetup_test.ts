@@ -171,3 +171,11 @@ Deno.test("dmsetup unit: listing calls cost one spawn", async () => {
   assert.deepEqual(await d.list(), []);
   assert.equal(d.spawns, 3);
 });
+
+Deno.test("dmsetup unit: create sets the device's UUID when given one", async () => {
+  const r = new FakeRunner().on(["dmsetup", "create"], {});
+  await dm(r).create("t1", "0 8 zero", { uuid: "DMSNAP-0123456789abcdef-1" });
+  assert.deepEqual(r.argvs(), [
+    ["dmsetup", "create", "t1", "--uuid", "DMSNAP-0123456789abcdef-1", "--table", "0 8 zero"],
+  ]);
+});

@@ -145,6 +145,8 @@ export interface DmHeader {
 export interface RequestInit {
   /** Device name (empty for commands that take none). */
   name?: string;
+  /** Device UUID (DEV_CREATE; empty for none). */
+  uuid?: string;
   flags?: number;
   targetCount?: number;
   eventNr?: number;
@@ -169,6 +171,7 @@ export function encodeRequest(init: RequestInit = {}): Uint8Array {
   view.setUint32(OFF.eventNr, init.eventNr ?? 0, true);
   view.setBigUint64(OFF.dev, init.dev ?? 0n, true);
   writeCString(buf, OFF.name, DM_NAME_LEN, init.name ?? "", "device name");
+  writeCString(buf, OFF.uuid, DM_UUID_LEN, init.uuid ?? "", "device UUID");
   buf.set(payload, DM_IOCTL_SIZE);
   return buf;
 }

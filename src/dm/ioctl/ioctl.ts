@@ -9,7 +9,8 @@
  *   it waits briefly for udev's node, otherwise (or if udev is late) it `mknod`s it itself.
  *   `remove` unlinks the node, except after a deferred remove that is still pending.
  * - ioctls are synchronous FFI calls: they block the event loop for their duration (about a
- *   millisecond; a suspend also waits for the device's I/O to flush).
+ *   millisecond), except a suspend, which waits for the device's I/O to flush and runs on a
+ *   worker thread of its own (see `thread.ts`): one stuck in the kernel holds nothing else up.
  * - Listing calls (`infoAll`, `statusAll`) cost one LIST_DEVICES plus one ioctl per device.
  *
  * @module
@@ -55,6 +56,7 @@ import { IoctlThread } from "./thread.ts";
 import { parsePoolParams, parseThinParams } from "../parse.ts";
 import { udevRunning } from "../runner.ts";
 import type {
+  CreateOptions,
   DeviceInfo,
   DeviceMapper,
   OtherStatus,
@@ -154,6 +156,7 @@ function toInfo(h: DmHeader): DeviceInfo {
     openCount: h.openCount,
     segments: h.targetCount,
     events: h.eventNr,
+    ...(h.uuid ? { uuid: h.uuid } : {}),
   };
 }
 
@@ -190,7 +193,7 @@ export class DmIoctl implements DeviceMapper, Disposable {
     this.#busyAttempts = Math.max(1, options.busyAttempts ?? 5);
     this.#busyBackoffMs = options.busyBackoffMs ?? 50;
     const libcPath = options.libcPath ?? "libc.so.6";
-    this.#thread = new IoctlThread(libcPath);
+    this.#thread = new IoctlThread({ libcPath });
     try {
       this.#libc = openLibc(libcPath);
     } catch (err) {
@@ -429,10 +432,10 @@ export class DmIoctl implements DeviceMapper, Disposable {
   }
 
   /** DEV_CREATE + TABLE_LOAD + resume (rolled back on failure), then the device node. */
-  async create(name: string, table: string, options: { readOnly?: boolean } = {}): Promise<void> {
+  async create(name: string, table: string, options: CreateOptions = {}): Promise<void> {
     validateDeviceName(name);
     const targets = parseTable(table);
-    this.#ioctlRaw("DEV_CREATE", encodeRequest({ name }), [name]);
+    this.#ioctlRaw("DEV_CREATE", encodeRequest({ name, uuid: options.uuid }), [name]);
     let dev: bigint;
     try {
       this.#load(name, targets, table, options.readOnly ?? false);
@@ -506,7 +509,15 @@ export class DmIoctl implements DeviceMapper, Disposable {
     });
   }
 
-  /** DEV_SUSPEND with the suspend flag; EBUSY retried. Suspending a suspended device succeeds. */
+  /**
+   * DEV_SUSPEND with the suspend flag; EBUSY retried. Suspending a suspended device succeeds.
+   * It runs on a worker thread, so the event loop goes on while the filesystem is frozen and
+   * flushed. Nothing can cancel it once in the kernel: when the flush cannot complete (a full
+   * pool that queues writes) the promise settles only when it does, and the worker stays
+   * blocked until then while later calls use other workers. A caller that stops waiting owns
+   * the outcome: it must resume the device once the promise settles, not before (a resume
+   * sent while the suspend is still freezing finds nothing suspended and does nothing).
+   */
   async suspend(name: string, options: { noLockfs?: boolean } = {}): Promise<void> {
     validateDeviceName(name);
     const flags = DmFlag.SUSPEND | (options.noLockfs ? DmFlag.SKIP_LOCKFS : 0);

@@ -253,3 +253,12 @@ Deno.test("ioctl: DmIoctl refuses a node that is not the dm control device, or a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("ioctl abi: a request carries the UUID DEV_CREATE gives the device", () => {
+  assert.equal(
+    decodeHeader(encodeRequest({ name: "t", uuid: "DMSNAP-0123-7" })).uuid,
+    "DMSNAP-0123-7",
+  );
+  assert.equal(decodeHeader(encodeRequest({ name: "t" })).uuid, "");
+  assert.throws(() => encodeRequest({ name: "t", uuid: "u".repeat(129) }), /longer than 128 bytes/);
+});

@@ -1,8 +1,9 @@
 /// <reference lib="deno.worker" />
 /**
- * The worker behind {@linkcode IoctlThread}: makes ioctl(2) calls off the main thread and reads
+ * A worker behind {@linkcode IoctlThread}: makes ioctl(2) calls off the main thread and reads
  * `errno` on the thread that made them (it is thread-local). The file descriptor is the main
- * thread's: descriptors belong to the process.
+ * thread's: descriptors belong to the process. It gets one call at a time, so a call blocked in
+ * the kernel holds this worker only.
  *
  * Messages in: `{ libcPath }` once, then `{ id, fd, request, buf }`; out: `{ id, value, errno,
  * buf }` (the buffer, filled in by the kernel, is transferred back and forth).
