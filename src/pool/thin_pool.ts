@@ -100,6 +100,14 @@ export interface ThinPoolOptions {
   uuidPrefix?: string;
 }
 
+/**
+ * How far a create message got: `not sent` (the pool was asked nothing), `sent` (asked; the
+ * answer was an error or never came: the id may be another owner's, or ours), `created`.
+ */
+interface CreateOutcome {
+  state: "not sent" | "sent" | "created";
+}
+
 /** What to create a device from. */
 export type DeviceOrigin =
   | { kind: "snapshot"; originId: number }
@@ -264,12 +272,22 @@ export class ThinPool {
   > {
     let current = device;
     for (let attempt = 1;; attempt++) {
+      const outcome: CreateOutcome = { state: "not sent" };
       try {
-        await this.#createInPool(current);
+        await this.#createInPool(current, outcome);
         break;
       } catch (err) {
-        if (!isErrno(err, "EEXIST") || attempt >= this.#idAttempts) throw err;
-        current = this.#moveToFreshId(current);
+        if (outcome.state === "created") throw err; // ours: the caller's undo deletes it
+        if (outcome.state === "not sent") {
+          this.#forget(current); // nothing was asked of the pool
+          throw err;
+        }
+        if (isErrno(err, "EEXIST") && attempt < this.#idAttempts) {
+          current = this.#moveToFreshId(current);
+          continue;
+        }
+        this.#abandon(current, err);
+        throw err;
       }
     }
     try {
@@ -286,21 +304,25 @@ export class ThinPool {
     return current;
   }
 
-  async #createInPool(device: DeviceRecord): Promise<void> {
-    if (device.originId === null) {
-      await this.dm.createThin(this.poolName, device.thinId);
-      return;
+  async #createInPool(device: DeviceRecord, outcome: CreateOutcome): Promise<void> {
+    const { thinId, originId } = device;
+    if (originId === null) {
+      return await this.#send(outcome, () => this.dm.createThin(this.poolName, thinId));
     }
-    const origin = this.deviceName(device.originId);
-    if (!await this.isActive(origin)) {
-      await this.dm.createSnap(this.poolName, device.thinId, device.originId);
-      return;
+    if (!await this.isActive(this.deviceName(originId))) {
+      return await this.#send(outcome, () => this.dm.createSnap(this.poolName, thinId, originId));
     }
-    const originId = device.originId;
     await this.#originTurn(
       originId,
-      (turn) => this.#snapshotActive(device.thinId, originId, turn),
+      (turn) => this.#snapshotActive(thinId, originId, turn, outcome),
     );
+  }
+
+  /** Sends a create message, recording how far it got. */
+  async #send(outcome: CreateOutcome, create: () => Promise<void>): Promise<void> {
+    outcome.state = "sent";
+    await create();
+    outcome.state = "created";
   }
 
   /**
@@ -314,7 +336,12 @@ export class ThinPool {
    * reserved device, which the pool never made), and the origin is resumed once the suspend
    * ends, whichever way; the origin's turn lasts until then.
    */
-  async #snapshotActive(thinId: number, originId: number, turn: OriginTurn): Promise<void> {
+  async #snapshotActive(
+    thinId: number,
+    originId: number,
+    turn: OriginTurn,
+    outcome: CreateOutcome,
+  ): Promise<void> {
     const origin = this.deviceName(originId);
     const suspending = this.dm.suspend(origin).then(
       () => true,
@@ -333,7 +360,7 @@ export class ThinPool {
     }
     const suspended = await suspending;
     try {
-      await this.dm.createSnap(this.poolName, thinId, originId);
+      await this.#send(outcome, () => this.dm.createSnap(this.poolName, thinId, originId));
     } finally {
       if (suspended) {
         await this.dm.resume(origin).catch((err) => {
@@ -431,6 +458,44 @@ export class ThinPool {
     );
   }
 
+  /** Drops the rows of a device the pool was never asked to create (left `creating` if that fails). */
+  #forget(device: DeviceRecord): void {
+    try {
+      this.store.deleteDevice(device.thinId);
+    } catch (error) {
+      this.#log.warn("cannot drop the row of a device never created; the next start does", {
+        thin_id: device.thinId,
+        error,
+      });
+    }
+  }
+
+  /**
+   * A create that failed leaves its thin id to whoever may hold it: taken by another pool user
+   * (EEXIST), or of unknown outcome (a `dmsetup` killed at its time limit may have created it).
+   * The id is recorded `foreign`, so it is never deleted nor handed out again; a possible leak
+   * of our own is the price of never deleting another owner's device. A failure of that write
+   * leaves the row `creating`, which the next start treats the same way (see `reconcile.ts`).
+   */
+  #abandon(device: DeviceRecord, cause: unknown): void {
+    try {
+      this.store.markDeviceForeign(device.thinId);
+    } catch (error) {
+      this.#log.warn("cannot record a failed create; the next start leaves its id alone", {
+        thin_id: device.thinId,
+        error,
+      });
+      return;
+    }
+    if (!isErrno(cause, "EEXIST")) {
+      this.#log.warn("thin id of a failed create left alone (never deleted, never reused)", {
+        pool: this.poolName,
+        thin_id: device.thinId,
+        error: cause,
+      });
+    }
+  }
+
   #moveToFreshId(device: DeviceRecord): DeviceRecord {
     return this.store.transaction(() => {
       const thinId = this.store.allocateThinId(MAX_THIN_ID);
@@ -499,12 +564,23 @@ export class ThinPool {
     }
   }
 
+  /** True when `info` is a device this instance activated (its dm UUID carries our prefix). */
+  isOurs(info: { uuid?: string }): boolean {
+    return this.#uuidPrefix !== undefined && info.uuid?.startsWith(this.#uuidPrefix) === true;
+  }
+
   /**
    * Deletes a device whose row is `deleting` (or `creating`, when undoing): deactivates it,
    * optionally discards its blocks, deletes the thin id, then drops the row. A device that is
    * still open fails with EBUSY and keeps its row for a later attempt.
    */
   async destroy(device: DeviceRecord): Promise<void> {
+    if (this.store.getDevice(device.thinId)?.state === "foreign") {
+      throw new Error(
+        `Cannot delete thin device ${device.thinId} of pool "${this.poolName}": it is not ` +
+          "known to be this snapshotter's (another owner's, or a create of unknown outcome)",
+      );
+    }
     if (this.#discardBlocks && device.state !== "creating") await this.#discard(device);
     await this.deactivate(device);
     await this.#deleteThin(device.thinId);

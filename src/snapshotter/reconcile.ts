@@ -6,7 +6,8 @@
  * - no snapshot row is left `creating` (its Prepare never returned: dropped);
  * - no device of ours is left suspended (a crash between the suspend and the resume around a
  *   snapshot of an active origin would leave its filesystem frozen);
- * - no device row is left `creating` or `deleting` (the device is deleted, then the row), except
+ * - no device row is left `creating` (the device is deleted when provably ours, its id left alone
+ *   otherwise) or `deleting` (the device is deleted, then the row), except
  *   a device still open, which is reported busy and retried at the next start or Cleanup, and
  *   every such device of a pool that cannot change (read-only, failed: `deletionsRefused`),
  *   which keeps its row and is reported `postponed`: the start goes on, degraded;
@@ -44,6 +45,7 @@ export async function reconcile(
     undone: [],
     deleted: [],
     resumed: [],
+    unproven: [],
     activated: [],
     deactivated: [],
     missing: [],
@@ -67,11 +69,26 @@ export async function reconcile(
     await pool.resume(device);
     report.resumed.push(name);
   }
-  // 2. devices half-created or half-deleted: delete them.
-  const pending = [
-    ...store.listDevices("creating"),
-    ...store.listDevices("deleting"),
-  ];
+  // 2. devices half-created or half-deleted: delete them. A `deleting` row's device is ours (it
+  // was ready); a `creating` row's is ours only when its device is active with our dm UUID
+  // (activated after our create succeeded). Otherwise the create may never have happened, or
+  // have failed on an id another pool user holds: its id is left alone, never deleted nor
+  // reused (recorded `foreign`), and reported: a possible leak, never another owner's loss.
+  const pending = store.listDevices("deleting");
+  for (const device of store.listDevices("creating")) {
+    const info = active.get(device.name);
+    if (info && pool.isOurs(info)) {
+      pending.push(device);
+      continue;
+    }
+    store.markDeviceForeign(device.thinId);
+    report.unproven.push(device.thinId);
+  }
+  if (report.unproven.length > 0) {
+    log.warn("thin ids of interrupted creations left alone: not known to be ours", {
+      thin_ids: report.unproven,
+    });
+  }
   if (deletionsRefused !== undefined) {
     report.postponed.push(...pending.map((d) => d.name));
     if (pending.length > 0) {
@@ -148,6 +165,11 @@ export interface ReconcileReport {
   undone: string[];
   /** Thin ids deleted from the pool (half-created or half-deleted devices, old templates). */
   deleted: number[];
+  /**
+   * Thin ids of interrupted creations that cannot be proven ours (not active with our dm UUID):
+   * left alone in the pool, recorded `foreign` (a possible leak, never another owner's loss).
+   */
+  unproven: number[];
   /** Devices of ours found suspended and resumed. */
   resumed: string[];
   /** Devices activated for active snapshots and views. */

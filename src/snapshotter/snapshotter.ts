@@ -313,7 +313,8 @@ export class DevmapperSnapshotter implements Snapshotter {
       if (!s || s.state !== "creating") return;
       const device = this.#store.getDevice(s.thinId);
       try {
-        if (device) await this.pool.destroy(device);
+        // a `foreign` device is a create that failed: its id is not ours to delete
+        if (device && device.state !== "foreign") await this.pool.destroy(device);
         else this.#store.deleteSnapshot(id);
       } catch (err) {
         if (err instanceof MetadataError) throw err;
