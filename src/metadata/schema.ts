@@ -57,6 +57,10 @@ export const MIGRATIONS: readonly string[] = [
 
   INSERT INTO settings (key, value) VALUES ('next_thin_id', '1');
   `,
+  // 2: the start reads only what must be active (reconcile.ts): live snapshots by kind
+  `
+  CREATE INDEX snapshots_live ON snapshots (kind, state);
+  `,
 ];
 
 /** The schema version this build writes. */

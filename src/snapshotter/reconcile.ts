@@ -118,13 +118,7 @@ export async function reconcile(
   }
   // 4. activation follows the records.
   const wanted = new Set<string>();
-  for (const s of store.listSnapshots()) {
-    const device = store.getDevice(s.thinId);
-    if (!device) {
-      report.missing.push(s.key);
-      continue;
-    }
-    if (s.kind === "committed") continue;
+  for (const { key, device } of store.listLiveDevices()) {
     wanted.add(device.name);
     if (active.has(device.name)) continue;
     try {
@@ -132,11 +126,11 @@ export async function reconcile(
       report.activated.push(device.name);
     } catch (err) {
       log.error("cannot activate the device of a snapshot", {
-        key: s.key,
+        key,
         device: device.name,
         error: err,
       });
-      report.missing.push(s.key);
+      report.missing.push(key);
     }
   }
   for (const [name, info] of active) {
@@ -176,7 +170,7 @@ export interface ReconcileReport {
   activated: string[];
   /** Devices deactivated (committed snapshots, templates, strays). */
   deactivated: string[];
-  /** Snapshots whose device is missing or cannot be activated. */
+  /** Active snapshots and views whose device cannot be activated. */
   missing: string[];
   /** Devices still open, left for later. */
   busy: string[];
