@@ -22,6 +22,10 @@ export const DM_MODULES: readonly string[] = [
   "md/persistent-data/dm-persistent-data",
   "md/dm-bio-prison",
   "md/dm-thin-pool",
+  // power_cut_test.ts: one log of every write (dm-log-writes), a copy-on-write view of a
+  // replayed disk for each simulated reboot (dm-snapshot)
+  "md/dm-log-writes",
+  "md/dm-snapshot",
 ];
 
 /** Options for {@linkcode runInKernel}. */
