@@ -5,7 +5,7 @@
  * `N passed, N failed`.
  *
  * Flags: `--unit-only`, `--kernel-only`, `--filter <text>` (passed to `deno test`),
- * `--timeout-min <n>` (kernel run limit, default 25).
+ * `--timeout-min <n>` (kernel run limit, default 40).
  *
  * @module
  */
@@ -26,7 +26,7 @@ const { values } = parseArgs({
     "unit-only": { type: "boolean", default: false },
     "kernel-only": { type: "boolean", default: false },
     filter: { type: "string" },
-    "timeout-min": { type: "string", default: "25" },
+    "timeout-min": { type: "string", default: "40" },
   },
 });
 
