@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(user-mode-linux kmod dmsetup thin-provisioning-tools lvm2 e2fsprogs xfsprogs
   containerd runc busybox-static gcc libc6-dev util-linux mount
-  golang-go golang-github-containerd-containerd-dev)
+  golang-go golang-github-containerd-containerd-dev strace)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
