@@ -57,9 +57,11 @@ export const MIGRATIONS: readonly string[] = [
 
   INSERT INTO settings (key, value) VALUES ('next_thin_id', '1');
   `,
-  // 2: the start reads only what must be active (reconcile.ts): live snapshots by kind
+  // 2: the start and Cleanup read only what can need work (reconcile.ts): live snapshots by
+  // kind, unfinished ones by state
   `
   CREATE INDEX snapshots_live ON snapshots (kind, state);
+  CREATE INDEX snapshots_state ON snapshots (state);
   `,
 ];
 

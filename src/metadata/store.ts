@@ -527,6 +527,15 @@ export class MetadataStore {
   }
 
   /** The ready or in-progress template for `templateKey`. */
+  /** Ready template devices (found through the unique index on `template_key`, not a scan). */
+  listTemplates(): DeviceRecord[] {
+    return this.#read(() =>
+      (this.#sql(
+        "SELECT * FROM devices WHERE template_key IS NOT NULL AND state = 'ready'",
+      ).all() as Row[]).map(toDevice)
+    );
+  }
+
   getTemplate(templateKey: string): DeviceRecord | undefined {
     return this.#read(() => {
       const row = this.#sql("SELECT * FROM devices WHERE template_key = ?").get(
@@ -645,7 +654,7 @@ export class MetadataStore {
     ).all(state) as Row[];
     const labelRows = this.#sql(
       `SELECT l.snapshot_id, l.key, l.value FROM labels l
-       JOIN snapshots s ON s.id = l.snapshot_id WHERE s.state = ? ORDER BY l.key`,
+       WHERE l.snapshot_id IN (SELECT id FROM snapshots WHERE state = ?) ORDER BY l.key`,
     ).all(state) as Row[];
     const labels = new Map<number, Record<string, string>>();
     for (const r of labelRows) {

@@ -353,10 +353,19 @@ Deno.test("store: a garbled header or random bytes are not a database (not 'in u
   assert.equal(openError(path).kind, "unavailable");
 });
 
-Deno.test("store: 16 garbled bytes in every page are found by quick_check at open", () => {
+Deno.test("store: 16 garbled bytes in every page are found at open (quick_check, or the schema)", () => {
   const { path, bytes } = populatedDb();
+  // the first page holds the schema: garbled there, the database does not even parse
+  const schemaHit = bytes.slice();
+  schemaHit.set(garbage(16, 10), 2000);
+  Deno.writeFileSync(path, schemaHit);
+  assert.match(
+    openError(path).message,
+    /^Cannot open metadata database ".*": it is damaged \(SQLITE_CORRUPT: malformed database schema/,
+  );
+  // every other page: quick_check finds it
   const damaged = bytes.slice();
-  for (let page = 0; page < damaged.length / 4096; page++) {
+  for (let page = 1; page < damaged.length / 4096; page++) {
     damaged.set(garbage(16, page + 10), page * 4096 + 2000);
   }
   Deno.writeFileSync(path, damaged);

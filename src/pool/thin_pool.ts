@@ -660,8 +660,8 @@ export class ThinPool {
   > {
     const keep = templateKey(fsType, fsOptions, sizeBytes);
     const dropped: number[] = [];
-    for (const device of this.store.listDevices("ready")) {
-      if (device.role !== "template" || device.templateKey === keep) continue;
+    for (const device of this.store.listTemplates()) {
+      if (device.templateKey === keep) continue;
       this.store.setDeviceState(device.thinId, "deleting");
       try {
         await this.destroy({ ...device, state: "deleting" });
