@@ -158,6 +158,10 @@ export function memorySnapshotter(options: MemorySnapshotterOptions = {}): Memor
         structuredClone(i)
       );
     },
+    async *walk(filter) {
+      const all = await this.list(filter);
+      for (let i = 0; i < all.length; i += 100) yield all.slice(i, i + 100);
+    },
     async cleanup() {
       await enter("cleanup", "");
     },

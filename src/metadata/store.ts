@@ -680,6 +680,35 @@ export class MetadataStore {
     );
   }
 
+  /**
+   * One page of ready snapshots in key order: at most `limit`, with keys after `afterKey`
+   * ("" for the first page). Two indexed queries (the unique key index; labels by snapshot id),
+   * so a walk of every snapshot holds one page in memory at a time.
+   */
+  listSnapshotsPage(afterKey: string, limit: number): SnapshotRecord[] {
+    return this.#read(() => {
+      const rows = this.#sql(
+        `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
+         WHERE s.state = 'ready' AND s.key > ? ORDER BY s.key LIMIT ?`,
+      ).all(afterKey, limit) as Row[];
+      if (rows.length === 0) return [];
+      const last = String(rows[rows.length - 1].key);
+      const labelRows = this.#sql(
+        `SELECT l.snapshot_id, l.key, l.value FROM labels l
+         WHERE l.snapshot_id IN (SELECT id FROM snapshots
+           WHERE state = 'ready' AND key > ? AND key <= ?) ORDER BY l.key`,
+      ).all(afterKey, last) as Row[];
+      const labels = new Map<number, Record<string, string>>();
+      for (const r of labelRows) {
+        const id = Number(r.snapshot_id);
+        let l = labels.get(id);
+        if (!l) labels.set(id, l = {});
+        l[String(r.key)] = String(r.value);
+      }
+      return rows.map((row) => this.#toSnapshot(row, labels.get(Number(row.id)) ?? {}));
+    });
+  }
+
   /** Marks a snapshot ready. */
   setSnapshotReady(id: number): void {
     this.transaction(() => this.#sql("UPDATE snapshots SET state = 'ready' WHERE id = ?").run(id));

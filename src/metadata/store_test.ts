@@ -415,3 +415,23 @@ Deno.test("store: a database that is no regular file is unreadable", () => {
       `write, in a directory it can write`,
   );
 });
+
+Deno.test("store: pages of snapshots cover every ready one once, in key order, with its labels", () => {
+  const { path } = populatedDb();
+  const store = openStore(path);
+  try {
+    const all = store.listSnapshots();
+    const paged: typeof all = [];
+    for (let after = "";;) {
+      const page = store.listSnapshotsPage(after, 7);
+      if (page.length === 0) break;
+      assert.ok(page.length <= 7);
+      paged.push(...page);
+      after = page[page.length - 1].key;
+    }
+    assert.equal(paged.length, 200);
+    assert.deepEqual(paged, all);
+  } finally {
+    store.close();
+  }
+});

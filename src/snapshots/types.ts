@@ -63,6 +63,11 @@ export interface Snapshotter {
    * (`parseFilters` of `src/filters/`); none = every snapshot.
    */
   list(filter?: Filter): Promise<Info[]>;
+  /**
+   * The same snapshots a page at a time (containerd's Walk), so that a caller streaming them
+   * never holds them all.
+   */
+  walk(filter?: Filter): AsyncIterable<Info[]>;
   cleanup(): Promise<void>;
   /** Idempotent. */
   close(): Promise<void>;

@@ -73,6 +73,9 @@ export interface OperationStats {
   totalMs: number;
 }
 
+/** Snapshots read from the database at a time by {@linkcode DevmapperSnapshotter.walk}. */
+const WALK_PAGE = 500;
+
 const KIND_WORD: Record<Kind, string> = { active: "active", view: "view", committed: "committed" };
 
 export type { ReconcileReport };
@@ -149,34 +152,51 @@ export class DevmapperSnapshotter implements Snapshotter {
     try {
       return await fn();
     } catch (err) {
-      error = err instanceof MetadataError && err.sqlite ? databaseFailure(op, fields, err) : err;
+      error = this.#failure(op, fields, err);
       throw error;
     } finally {
-      const ms = performance.now() - started;
-      const used = this.pool.spawns - spawns;
-      const s = this.#stats.get(op) ?? { count: 0, spawns: 0, totalMs: 0 };
-      s.count++;
-      s.spawns += used;
-      s.totalMs += ms;
-      this.#stats.set(op, s);
-      this.#log.debug("snapshot operation", {
-        op,
-        ...fields,
-        spawns: used,
-        ms: Math.round(ms * 10) / 10,
-        error: error === undefined ? undefined : errorMessage(error),
-      });
+      this.#record(op, fields, started, spawns, error);
     }
   }
 
+  /** What a failed operation reports: a database failure says which operation it stopped. */
+  #failure(op: string, fields: Record<string, unknown>, err: unknown): unknown {
+    return err instanceof MetadataError && err.sqlite ? databaseFailure(op, fields, err) : err;
+  }
+
+  /** Counts an operation and logs it (debug) with its duration and spawns. */
+  #record(
+    op: string,
+    fields: Record<string, unknown>,
+    started: number,
+    spawns: number,
+    error: unknown,
+  ): void {
+    const ms = performance.now() - started;
+    const used = this.pool.spawns - spawns;
+    const s = this.#stats.get(op) ?? { count: 0, spawns: 0, totalMs: 0 };
+    s.count++;
+    s.spawns += used;
+    s.totalMs += ms;
+    this.#stats.set(op, s);
+    this.#log.debug("snapshot operation", {
+      op,
+      ...fields,
+      spawns: used,
+      ms: Math.round(ms * 10) / 10,
+      error: error === undefined ? undefined : errorMessage(error),
+    });
+  }
+
+  /** The Info of a record (read from the database for this call: nothing to copy). */
   #info(s: SnapshotRecord): Info {
     return {
       name: s.key,
       parent: s.parentKey,
       kind: s.kind,
-      created: { ...s.created },
-      updated: { ...s.updated },
-      labels: { ...s.labels },
+      created: s.created,
+      updated: s.updated,
+      labels: s.labels,
     };
   }
 
@@ -534,13 +554,38 @@ export class DevmapperSnapshotter implements Snapshotter {
   }
 
   /** Snapshots matching `filter` (parsed once by the caller); none = all. */
-  list(filter?: Filter): Promise<Info[]> {
-    return this.#measure("list", {}, () => {
-      this.#open();
-      const infos = this.#store.listSnapshots().map((s) => this.#info(s));
-      if (!filter) return Promise.resolve(infos);
-      return Promise.resolve(infos.filter((info) => matchInfo(filter, info)));
-    });
+  async list(filter?: Filter): Promise<Info[]> {
+    const infos: Info[] = [];
+    for await (const page of this.walk(filter)) infos.push(...page);
+    return infos;
+  }
+
+  /**
+   * Every snapshot matching `filter` (none = all), a page at a time in key order: memory holds
+   * one page, whatever the number of snapshots. A snapshot created or removed during the walk
+   * may or may not be in it, as in containerd's Walk.
+   */
+  async *walk(filter?: Filter, pageSize = WALK_PAGE): AsyncGenerator<Info[]> {
+    const fields: Record<string, unknown> = { rows: 0 };
+    const started = performance.now();
+    let error: unknown;
+    try {
+      for (let after = "";;) {
+        this.#open();
+        const page = this.#store.listSnapshotsPage(after, pageSize);
+        if (page.length === 0) return;
+        fields.rows = Number(fields.rows) + page.length;
+        after = page[page.length - 1].key;
+        const infos = page.map((s) => this.#info(s));
+        yield filter ? infos.filter((info) => matchInfo(filter, info)) : infos;
+        if (page.length < pageSize) return;
+      }
+    } catch (err) {
+      error = this.#failure("list", fields, err);
+      throw error;
+    } finally {
+      this.#record("list", fields, started, this.pool.spawns, error);
+    }
   }
 
   /** Deletes devices of removed snapshots that are still in the pool. */
