@@ -408,31 +408,66 @@ export class RawH2Client implements AsyncDisposable {
     return this.#streamSendWindows.get(id) ?? this.serverInitialWindow;
   }
 
+  /** True once the server ended stream `id` (END_STREAM or RST_STREAM): sending is over. */
+  answered(id: number): boolean {
+    const s = this.#streams.get(id);
+    return s !== undefined && (s.ended || s.rst !== undefined);
+  }
+
   /**
    * Sends `body` as DATA on stream `id` in frames of at most `frameSize` bytes, waiting for
-   * the server's flow-control windows as a conforming client must.
+   * the server's flow-control windows as a conforming client must. Stops early (resolving
+   * with the bytes sent) when the server ends the stream first, as when it refuses a body
+   * that is too large from its prefix.
    */
-  async sendBody(id: number, body: Uint8Array, opts: { end?: boolean; frameSize?: number } = {}) {
-    const frameSize = opts.frameSize ?? 16_384;
+  async sendBody(
+    id: number,
+    body: Uint8Array,
+    opts: { end?: boolean; frameSize?: number; timeoutMs?: number } = {},
+  ): Promise<number> {
     let offset = 0;
     do {
       await this.waitUntil(
-        () => offset >= body.length || Math.min(this.connSendWindow, this.streamSendWindow(id)) > 0,
-        10_000,
+        () =>
+          offset >= body.length || this.answered(id) ||
+          Math.min(this.connSendWindow, this.streamSendWindow(id)) > 0,
+        opts.timeoutMs ?? 10_000,
         `send window on stream ${id}`,
       );
+      if (this.answered(id)) return offset;
+      offset = await this.sendAvailable(id, body, offset, opts);
+    } while (offset < body.length);
+    return offset;
+  }
+
+  /**
+   * Sends what the windows allow now of `body` from `offset` on stream `id` (END_STREAM with
+   * the last byte if `end`), without waiting; returns the new offset.
+   */
+  async sendAvailable(
+    id: number,
+    body: Uint8Array,
+    offset: number,
+    opts: { end?: boolean; frameSize?: number } = {},
+  ): Promise<number> {
+    const frameSize = opts.frameSize ?? 16_384;
+    const frames: Uint8Array[] = [];
+    do {
       const n = Math.min(
         body.length - offset,
         frameSize,
         this.connSendWindow,
         this.streamSendWindow(id),
       );
+      if (n <= 0 && offset < body.length) break;
       const last = offset + n >= body.length;
       this.connSendWindow -= n;
       this.#streamSendWindows.set(id, this.streamSendWindow(id) - n);
-      await this.send(dataFrame(id, body.subarray(offset, offset + n), last && opts.end === true));
+      frames.push(dataFrame(id, body.subarray(offset, offset + n), last && opts.end === true));
       offset += n;
     } while (offset < body.length);
+    if (frames.length > 0) await this.send(...frames);
+    return offset;
   }
 
   /**

@@ -159,8 +159,14 @@ export function memorySnapshotter(options: MemorySnapshotterOptions = {}): Memor
       );
     },
     async *walk(filter) {
-      const all = await this.list(filter);
-      for (let i = 0; i < all.length; i += 100) yield all.slice(i, i + 100);
+      await enter("list", filter?.source.join(" | ") ?? "");
+      const all = [...infos.values()];
+      for (let i = 0; i < all.length; i += 100) {
+        const page = all.slice(i, i + 100);
+        yield (filter ? page.filter((info) => matchInfo(filter, info)) : page).map((info) =>
+          structuredClone(info)
+        );
+      }
     },
     async cleanup() {
       await enter("cleanup", "");

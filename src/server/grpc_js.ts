@@ -8,34 +8,56 @@
 import {
   type handleServerStreamingCall,
   type handleUnaryCall,
+  type MethodDefinition,
   Server,
   ServerCredentials,
   type ServerErrorResponse,
   type ServerUnaryCall,
   type ServerWritableStream,
+  type ServiceDefinition,
   type status as GrpcStatus,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import type { Logger } from "../util/log.ts";
 import { Code } from "./codes.ts";
+import type { Buffer } from "node:buffer";
+import { decodeRequest, type SnapshotsService, type UnaryMethod } from "./handlers.ts";
 import {
-  createService,
-  type HandlerOptions,
-  type SnapshotsService,
-  type UnaryMethod,
-} from "./handlers.ts";
-import { loadSnapshotsProto, type WireListRequest, type WireListResponse } from "./proto.ts";
+  loadSnapshotsProto,
+  type MessageCodec,
+  type MethodName,
+  METHODS,
+  type SnapshotsProto,
+  type WireListResponse,
+} from "./proto.ts";
 import { SocketError } from "./socket.ts";
 import { type Listening, MAX_MESSAGE_BYTES } from "./transport.ts";
 
-/** Serves `handlers` with `@grpc/grpc-js` on the unix socket `path`. */
-export async function listenGrpcJs(path: string, handlers: HandlerOptions): Promise<Listening> {
+/**
+ * The service definition with requests left as bytes: they are decoded by the handlers
+ * ({@linkcode decodeRequest}), because grpc-js answers any error of a deserializer INTERNAL,
+ * and a string that is not UTF-8 is the client's bad argument.
+ */
+function rawRequestService(proto: SnapshotsProto): ServiceDefinition {
+  const service: Record<string, MethodDefinition<object, object>> = {};
+  for (const [name, method] of Object.entries(proto.service)) {
+    service[name] = { ...method, requestDeserialize: (bytes: Buffer) => bytes };
+  }
+  return service;
+}
+
+/** Serves `service` with `@grpc/grpc-js` on the unix socket `path`. */
+export async function listenGrpcJs(
+  path: string,
+  service: SnapshotsService,
+  logger: Logger,
+): Promise<Listening> {
   const proto = loadSnapshotsProto();
   const server = new Server({
     "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
     "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   });
-  server.addService(proto.service, createHandlers(handlers));
+  server.addService(rawRequestService(proto), createHandlers(service, logger, proto));
   await bind(server, path);
   return {
     drain: (timeoutMs) => drain(server, timeoutMs),
@@ -89,12 +111,16 @@ function waitWritable(call: ServerWritableStream<unknown, unknown>): Promise<voi
 }
 
 /** A unary method for grpc-js. */
-function unary(service: SnapshotsService, method: UnaryMethod, logger: Logger): handleUnaryCall<
-  unknown,
-  object
-> {
-  return (call: ServerUnaryCall<unknown, object>, callback) => {
-    service.unary(method, call.request, () => call.cancelled ? Code.CANCELLED : undefined)
+function unary(
+  service: SnapshotsService,
+  method: UnaryMethod,
+  codec: MessageCodec<object>,
+  logger: Logger,
+): handleUnaryCall<Uint8Array, object> {
+  return (call: ServerUnaryCall<Uint8Array, object>, callback) => {
+    const decoded = decodeRequest(codec, call.request);
+    if (!("request" in decoded)) return callback(errorResponse(decoded.code, decoded.details));
+    service.unary(method, decoded.request, () => call.cancelled ? Code.CANCELLED : undefined)
       .then((result) => {
         if (call.cancelled) return;
         if (result.code === Code.OK) callback(null, result.response);
@@ -106,11 +132,17 @@ function unary(service: SnapshotsService, method: UnaryMethod, logger: Logger): 
 /** List for grpc-js. */
 function listHandler(
   service: SnapshotsService,
+  codec: MessageCodec<object>,
   logger: Logger,
-): handleServerStreamingCall<WireListRequest, WireListResponse> {
+): handleServerStreamingCall<Uint8Array, WireListResponse> {
   return (call) => {
     const stream = call as ServerWritableStream<unknown, unknown>;
-    service.list(call.request, {
+    const decoded = decodeRequest(codec, call.request);
+    if (!("request" in decoded)) {
+      call.emit("error", errorResponse(decoded.code, decoded.details));
+      return;
+    }
+    service.list(decoded.request, {
       write: (message) => call.write(message) ? Promise.resolve() : waitWritable(stream),
       gone: () => call.cancelled ? Code.CANCELLED : undefined,
     }).then((st) => {
@@ -121,11 +153,19 @@ function listHandler(
   };
 }
 
-/** Builds the service implementation for `@grpc/grpc-js`'s `Server.addService`. */
-export function createHandlers(options: HandlerOptions): UntypedServiceImplementation {
-  const service = createService(options);
-  const { logger } = options;
-  const handlers: UntypedServiceImplementation = { List: listHandler(service, logger) };
+/**
+ * Builds the service implementation for `@grpc/grpc-js`'s `Server.addService`, for a service
+ * definition whose requests are raw bytes (see `rawRequestService`).
+ */
+export function createHandlers(
+  service: SnapshotsService,
+  logger: Logger,
+  proto: SnapshotsProto,
+): UntypedServiceImplementation {
+  const codec = (method: MethodName) => proto.codec<object>(METHODS[method].request);
+  const handlers: UntypedServiceImplementation = {
+    List: listHandler(service, codec("List"), logger),
+  };
   const methods: UnaryMethod[] = [
     "Prepare",
     "View",
@@ -137,6 +177,6 @@ export function createHandlers(options: HandlerOptions): UntypedServiceImplement
     "Usage",
     "Cleanup",
   ];
-  for (const method of methods) handlers[method] = unary(service, method, logger);
+  for (const method of methods) handlers[method] = unary(service, method, codec(method), logger);
   return handlers;
 }

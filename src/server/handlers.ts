@@ -5,27 +5,47 @@
  * Every call catches everything, so no rejection escapes into the transport
  * or the process; a client that cancels or disconnects only stops its own call.
  *
+ * List streams the snapshotter's walk a page at a time and matches its filters here, not in the
+ * snapshotter, in a way that never holds the server's thread for long (`list_match.ts`), and
+ * stops when its caller goes away. A snapshot
+ * whose Info alone is larger than a message is left out of List (and logged) instead of
+ * failing the whole List. What requests echo into logs and statuses is shortened
+ * (`util/quote.ts`).
+ *
  * @module
  */
 import type { Logger } from "../util/log.ts";
 import { Code } from "./codes.ts";
 import type { Info, Snapshotter } from "../snapshots/types.ts";
 import { infoToWire, mountToWire, usageToWire } from "./convert.ts";
-import type {
-  MethodName,
-  WireCleanupRequest,
-  WireCommitRequest,
-  WireEmpty,
-  WireInfoResponse,
-  WireKeyRequest,
-  WireListRequest,
-  WireListResponse,
-  WireMountsResponse,
-  WirePrepareRequest,
-  WireUpdateRequest,
-  WireUsageResponse,
+import {
+  InvalidUtf8Error,
+  type MessageCodec,
+  type MethodName,
+  type WireCleanupRequest,
+  type WireCommitRequest,
+  type WireEmpty,
+  type WireInfoResponse,
+  type WireKeyRequest,
+  type WireListRequest,
+  type WireListResponse,
+  type WireMountsResponse,
+  type WirePrepareRequest,
+  type WireUpdateRequest,
+  type WireUsageResponse,
 } from "./proto.ts";
 import { toRpcStatus } from "./status.ts";
+import { matchesEverything } from "../filters/filters.ts";
+import { utf8Length } from "../snapshots/labels.ts";
+import {
+  matchSliced,
+  MatchStoppedError,
+  RegexMatcher,
+  type RegexMatcherOptions,
+  Slices,
+} from "./list_match.ts";
+import { MAX_MESSAGE_BYTES } from "./transport.ts";
+import { boundText, shorten } from "../util/quote.ts";
 import {
   validateCommit,
   validateCreate,
@@ -47,13 +67,55 @@ export interface HandlerOptions {
   listBatchSize?: number;
   /** Bytes per List message; default {@linkcode MAX_LIST_BATCH_BYTES}. */
   listBatchBytes?: number;
+  /** Largest message a response may be; default `MAX_MESSAGE_BYTES` (16 MiB). */
+  maxMessageBytes?: number;
+  /** How Lists with `~=` filters run on worker threads (tests). */
+  regexMatcher?: RegexMatcherOptions;
 }
+
+/** Framing of an Info beside its strings: tags, lengths, kind, timestamps, the List's field. */
+const INFO_FRAMING_BYTES = 64;
+/** Framing of one label: entry tag and length, key and value tags and lengths. */
+const LABEL_FRAMING_BYTES = 16;
 
 /** Upper bound of an Info's encoded size: its strings (UTF-8 ≤ 3 bytes per unit) + framing. */
 function infoSizeBound(info: Info): number {
-  let n = 64 + 3 * (info.name.length + info.parent.length);
-  for (const [k, v] of Object.entries(info.labels)) n += 16 + 3 * (k.length + v.length);
+  let n = INFO_FRAMING_BYTES + 3 * (info.name.length + info.parent.length);
+  for (const [k, v] of Object.entries(info.labels)) {
+    n += LABEL_FRAMING_BYTES + 3 * (k.length + v.length);
+  }
   return n;
+}
+
+/** A tighter upper bound of an Info's encoded size (its strings in UTF-8 bytes + framing). */
+function infoSize(info: Info): number {
+  let n = INFO_FRAMING_BYTES + utf8Length(info.name) + utf8Length(info.parent);
+  for (const [k, v] of Object.entries(info.labels)) {
+    n += LABEL_FRAMING_BYTES + utf8Length(k) + utf8Length(v);
+  }
+  return n;
+}
+
+/**
+ * The Infos that fit in a message of `maxBytes` alone, and those that do not. None can be too
+ * large since labels are bounded in total (`MAX_LABELS_TOTAL_SIZE`), but one written before
+ * that bound must not fail every List, and so containerd's garbage collection: it is left out
+ * (and logged). Left out, it is also never collected, which is safe; sent without its labels it
+ * could be (its GC labels missing).
+ */
+export function fitInMessage(
+  infos: readonly Info[],
+  maxBytes: number,
+): { fit: Info[]; tooLarge: { info: Info; bytes: number }[] } {
+  const tooLarge: { info: Info; bytes: number }[] = [];
+  const fit = infos.filter((info) => {
+    if (infoSizeBound(info) <= maxBytes) return true;
+    const bytes = infoSize(info);
+    if (bytes <= maxBytes) return true;
+    tooLarge.push({ info, bytes });
+    return false;
+  });
+  return { fit, tooLarge };
 }
 
 /** Splits `infos` into batches of at most `count` Infos and about `bytes` bytes. */
@@ -75,7 +137,7 @@ export function listBatches(infos: readonly Info[], count: number, bytes: number
   return batches;
 }
 
-/** The key (or name) a request is about, for logs and error messages. */
+/** The key (or name) a request is about, for error messages. */
 function requestKey(method: MethodName, request: unknown): string {
   const r = (request ?? {}) as Record<string, unknown>;
   if (method === "Commit") return typeof r.name === "string" ? r.name : "";
@@ -84,6 +146,28 @@ function requestKey(method: MethodName, request: unknown): string {
     return typeof info?.name === "string" ? info.name : "";
   }
   return typeof r.key === "string" ? r.key : "";
+}
+
+/**
+ * Decodes a request message: the request, or the status to answer when the bytes are not one.
+ * A string that is not valid UTF-8 is InvalidArgument (the client sent a bad request);
+ * anything else that does not decode is Internal, as grpc-go answers it.
+ */
+export function decodeRequest(
+  codec: MessageCodec<object>,
+  bytes: Uint8Array,
+): { request: object } | { code: Failure; details: string } {
+  try {
+    return { request: codec.decode(bytes) };
+  } catch (err) {
+    if (err instanceof InvalidUtf8Error) {
+      return toRpcStatus(err) as { code: Failure; details: string };
+    }
+    return {
+      code: Code.INTERNAL,
+      details: boundText(`cannot decode request: ${(err as Error)?.message ?? String(err)}`),
+    };
+  }
 }
 
 /** Records one finished RPC. */
@@ -95,7 +179,7 @@ function startLog(logger: Logger, method: MethodName, key: string): Finish {
   return (code, err) => {
     const fields = {
       method,
-      key: key || undefined,
+      key: key ? shorten(key) : undefined,
       code: Code[code] ?? code,
       duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
       error: err === undefined ? undefined : err,
@@ -140,6 +224,11 @@ export interface SnapshotsService {
   ): Promise<UnaryResult>;
   /** Runs List, streaming batches to `sink`; resolves with the final status. */
   list(request: unknown, sink: ListSink): Promise<{ code: Code; details: string }>;
+  /**
+   * Stops what runs beside the calls (the `~=` filter workers), waiting up to `timeoutMs` for
+   * it; after the transport has stopped the calls.
+   */
+  close(timeoutMs: number): Promise<void>;
 }
 
 /** The status of a call nobody waits for any more. */
@@ -153,6 +242,8 @@ export function createService(options: HandlerOptions): SnapshotsService {
   const { snapshotter: s, logger } = options;
   const count = Math.max(1, options.listBatchSize ?? DEFAULT_LIST_BATCH);
   const bytes = options.listBatchBytes ?? MAX_LIST_BATCH_BYTES;
+  const maxMessage = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
+  const matcher = new RegexMatcher(options.regexMatcher);
   const empty: WireEmpty = {};
   const mounts = (list: Awaited<ReturnType<Snapshotter["mounts"]>>): WireMountsResponse => ({
     mounts: list.map(mountToWire),
@@ -222,12 +313,32 @@ export function createService(options: HandlerOptions): SnapshotsService {
     },
     async list(request, sink) {
       const finish = startLog(logger, "List", "");
+      const gone = () => sink.gone() !== undefined;
       try {
-        const filter = validateList(request as WireListRequest);
-        const infos = await s.list(filter);
-        for (const batch of listBatches(infos, count, bytes)) {
-          if (sink.gone() !== undefined) break;
-          await sink.write({ info: batch.map(infoToWire) });
+        const checked = validateList(request as WireListRequest);
+        // a page of the snapshotter's walk at a time, so memory holds one page whatever the
+        // number of snapshots; matched here, not by the snapshotter: in slices, or on a worker
+        // (list_match.ts)
+        const slices = new Slices();
+        for await (const page of s.walk()) {
+          await slices.next(gone); // reading a page is work too: other calls get their turn
+          const infos = "regexSources" in checked
+            ? await matcher.match(checked.regexSources, page, gone)
+            : matchesEverything(checked.filter)
+            ? page
+            : await matchSliced(page, checked.filter, gone, slices);
+          const { fit, tooLarge } = fitInMessage(infos, maxMessage);
+          for (const { info, bytes: size } of tooLarge) {
+            logger.error("List: a snapshot is left out, its Info is larger than a message", {
+              key: shorten(info.name),
+              bytes: size,
+              max_bytes: maxMessage,
+            });
+          }
+          for (const batch of listBatches(fit, count, bytes)) {
+            if (gone()) break;
+            await sink.write({ info: batch.map(infoToWire) });
+          }
         }
         const why = sink.gone();
         if (why !== undefined) {
@@ -237,10 +348,16 @@ export function createService(options: HandlerOptions): SnapshotsService {
         finish(Code.OK);
         return { code: Code.OK, details: "" };
       } catch (err) {
+        const why = sink.gone() ?? (err instanceof MatchStoppedError ? Code.CANCELLED : undefined);
+        if (why !== undefined) {
+          finish(why);
+          return stopped(why);
+        }
         const st = toRpcStatus(err, { method: "List" });
-        finish(sink.gone() ?? st.code, err);
+        finish(st.code, st.details);
         return st;
       }
     },
+    close: (timeoutMs) => matcher.close(timeoutMs),
   };
 }

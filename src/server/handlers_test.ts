@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { Info } from "../snapshots/types.ts";
-import { listBatches } from "./handlers.ts";
+import { fitInMessage, listBatches } from "./handlers.ts";
 
 function info(name: string, labelBytes = 0): Info {
   const t = { seconds: 1, nanos: 2 };
@@ -28,4 +28,17 @@ Deno.test("listBatches: big Infos are cut by size; one oversized Info still goes
   assert.deepEqual(listBatches(huge, 100, 4 << 20).map((b) => b.map((i) => i.name)), [["a"], [
     "b",
   ]]);
+});
+
+Deno.test("fitInMessage: an Info alone larger than a message is set apart, with its size", () => {
+  const small = info("a", 8 << 10);
+  const big = info("big", 17 << 20); // ~17 MiB of labels
+  const { fit, tooLarge } = fitInMessage([small, big, info("z")], 16 << 20);
+  assert.deepEqual(fit.map((i) => i.name), ["a", "z"]);
+  assert.equal(tooLarge.length, 1);
+  assert.equal(tooLarge[0].info, big);
+  assert.ok(tooLarge[0].bytes > 16 << 20 && tooLarge[0].bytes < 18 << 20, `${tooLarge[0].bytes}`);
+  // the 3-bytes-per-unit estimate alone is not the verdict: ASCII of 6 MiB fits in 16 MiB
+  const ascii = info("ascii", 6 << 20);
+  assert.deepEqual(fitInMessage([ascii], 16 << 20).fit, [ascii]);
 });

@@ -7,11 +7,17 @@
  * The message types are generated from the same `.proto` files (`proto_types.ts`); the `Wire*`
  * names below alias them for the rest of the code.
  *
+ * Decoding is strict about strings: every string field (also repeated, map keys and values, in
+ * nested messages) must be valid UTF-8, as proto3 requires and Go's protobuf enforces; the
+ * bytes are checked before protobufjs, which would turn invalid ones into U+FFFD, decodes them.
+ *
  * @module
  */
 import { Buffer } from "node:buffer";
 import protobuf from "protobufjs";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+import { InvalidArgumentError } from "../util/errors.ts";
+import { quote } from "../util/quote.ts";
 import { PROTO_FILES } from "./proto_text.ts";
 import type * as pb from "./proto_types.ts";
 
@@ -124,7 +130,11 @@ export interface MessageCodec<T> {
   readonly typeName: string;
   /** Encodes a plain object (unknown fields ignored; values converted as protobufjs does). */
   encode(value: Partial<T>): Uint8Array;
-  /** Decodes bytes into a plain object with every field present (defaults filled in). */
+  /**
+   * Decodes bytes into a plain object with every field present (defaults filled in).
+   * Throws {@linkcode InvalidUtf8Error} (an `InvalidArgumentError`) when a string field is not
+   * valid UTF-8, and protobufjs's error when the bytes are not a message of the type.
+   */
   decode(bytes: Uint8Array): T;
 }
 
@@ -159,13 +169,127 @@ export function loadProtoRoot(
   return root;
 }
 
+/**
+ * A string field of a message is not valid UTF-8. proto3 requires strings to be (Go's protobuf
+ * refuses such a message); protobufjs would decode the bytes leniently (U+FFFD, lone
+ * surrogates), so a key would silently become another key.
+ */
+export class InvalidUtf8Error extends InvalidArgumentError {
+  /** Where: e.g. `key`, `labels` (a key), `info.labels["k"]` (a value), `filters[1]`. */
+  readonly field: string;
+  /** Creates the error. */
+  constructor(typeName: string, field: string, options?: ErrorOptions) {
+    super(`Invalid ${typeName.split(".").pop()}: field ${field} is not valid UTF-8`, options);
+    this.name = "InvalidUtf8Error";
+    this.field = field;
+  }
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** True when `bytes` are valid UTF-8 (no overlong forms, surrogates or values past U+10FFFF). */
+export function isValidUtf8(bytes: Uint8Array): boolean {
+  let i = 0;
+  while (i < bytes.length && bytes[i] < 0x80) i++; // ASCII: nothing to decode
+  if (i === bytes.length) return true;
+  try {
+    strictUtf8.decode(bytes.subarray(i));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Wire type of length-delimited fields (strings, messages, map entries, packed arrays). */
+const LEN = 2;
+
+/**
+ * Walks the wire bytes of a `type` message and throws {@linkcode InvalidUtf8Error} at the first
+ * string field (singular, repeated, map key or value, in nested messages too) that is not
+ * valid UTF-8. Malformed framing ends the walk quietly: decoding reports it.
+ */
+function checkStrings(type: protobuf.Type, bytes: Uint8Array, top: string, path: string): void {
+  const reader = protobuf.Reader.create(bytes);
+  const seen = new Map<number, number>();
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    const wire = tag & 7;
+    const field = type.fieldsById[tag >>> 3];
+    if (wire !== LEN || !field) {
+      reader.skipType(wire);
+      continue;
+    }
+    const length = reader.uint32();
+    const start = reader.pos;
+    if (start + length > reader.len) return;
+    reader.pos = start + length;
+    const value = bytes.subarray(start, start + length);
+    const index = seen.get(field.id) ?? 0;
+    seen.set(field.id, index + 1);
+    const name = path + field.name;
+    if (field instanceof protobuf.MapField) {
+      checkMapEntry(field, value, top, name);
+    } else if (field.resolvedType instanceof protobuf.Type) {
+      checkStrings(field.resolvedType, value, top, `${name}${field.repeated ? `[${index}]` : ""}.`);
+    } else if (field.type === "string" && !isValidUtf8(value)) {
+      throw new InvalidUtf8Error(top, JSON.stringify(field.repeated ? `${name}[${index}]` : name));
+    }
+  }
+}
+
+/** A map entry: key is field 1, value field 2. */
+function checkMapEntry(field: protobuf.MapField, entry: Uint8Array, top: string, name: string) {
+  const reader = protobuf.Reader.create(entry);
+  let key: Uint8Array | undefined;
+  while (reader.pos < reader.len) {
+    const tag = reader.uint32();
+    const id = tag >>> 3;
+    if ((tag & 7) !== LEN || (id !== 1 && id !== 2)) {
+      reader.skipType(tag & 7);
+      continue;
+    }
+    const length = reader.uint32();
+    const start = reader.pos;
+    if (start + length > reader.len) return;
+    reader.pos = start + length;
+    const value = entry.subarray(start, start + length);
+    if (id === 1) {
+      if (field.keyType === "string" && !isValidUtf8(value)) {
+        throw new InvalidUtf8Error(top, `${JSON.stringify(name)} (a key)`);
+      }
+      key = value;
+    } else if (field.resolvedType instanceof protobuf.Type) {
+      checkStrings(field.resolvedType, value, top, `${name}.`);
+    } else if (field.type === "string" && !isValidUtf8(value)) {
+      const of = key === undefined ? "" : ` of ${quote(new TextDecoder().decode(key))}`;
+      throw new InvalidUtf8Error(top, `${JSON.stringify(name)} (the value${of})`);
+    }
+  }
+}
+
+/**
+ * Throws {@linkcode InvalidUtf8Error} when a string field anywhere in the `type` message
+ * `bytes` is not valid UTF-8.
+ */
+export function checkUtf8(type: protobuf.Type, bytes: Uint8Array): void {
+  try {
+    checkStrings(type, bytes, type.fullName.replace(/^\./, ""), "");
+  } catch (err) {
+    if (err instanceof InvalidUtf8Error) throw err;
+    // malformed framing (e.g. a length past the end): left to the decoder to report
+  }
+}
+
 function makeCodec<T>(root: protobuf.Root, typeName: string): MessageCodec<T> {
   const full = typeName.startsWith(".") ? typeName.slice(1) : `${SNAPSHOTS_PACKAGE}.${typeName}`;
   const type = root.lookupType(full);
   return {
     typeName: full,
     encode: (value) => type.encode(type.fromObject(value as Record<string, unknown>)).finish(),
-    decode: (bytes) => type.toObject(type.decode(bytes), DECODE_OPTIONS) as T,
+    decode: (bytes) => {
+      checkUtf8(type, bytes);
+      return type.toObject(type.decode(bytes), DECODE_OPTIONS) as T;
+    },
   };
 }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type protobuf from "protobufjs";
+import protobuf from "protobufjs";
 import {
   infoFromWire,
   infoToWire,
@@ -10,6 +10,8 @@ import {
   usageToWire,
 } from "./convert.ts";
 import {
+  InvalidUtf8Error,
+  isValidUtf8,
   loadProtoRoot,
   loadSnapshotsProto,
   METHODS,
@@ -260,5 +262,119 @@ Deno.test("loadProtoRoot reports which embedded file failed to parse", () => {
   assert.throws(
     () => loadProtoRoot({ "broken.proto": 'syntax = "proto3"; message {' }),
     /Cannot parse "broken.proto"/,
+  );
+});
+
+// ---- strings must be UTF-8 ----
+
+Deno.test("isValidUtf8: accepts UTF-8, refuses what is not (as Go's utf8.Valid does)", () => {
+  const valid = [[], [0x61], [0xc3, 0xa9], [0xef, 0xbf, 0xbd], [0xf0, 0x9f, 0x98, 0x80], [
+    0xf4,
+    0x8f,
+    0xbf,
+    0xbf,
+  ]];
+  const invalid = [
+    [0xff],
+    [0x80], // a continuation byte alone
+    [0xc3], // truncated
+    [0xc0, 0xaf], // overlong "/"
+    [0xe0, 0x80, 0xaf], // overlong
+    [0xed, 0xa0, 0x80], // an encoded surrogate (U+D800)
+    [0xf4, 0x90, 0x80, 0x80], // past U+10FFFF
+    [0x61, 0x62, 0xfe], // after ASCII
+  ];
+  for (const b of valid) assert.ok(isValidUtf8(new Uint8Array(b)), JSON.stringify(b));
+  for (const b of invalid) assert.ok(!isValidUtf8(new Uint8Array(b)), JSON.stringify(b));
+});
+
+/** Where a string can be in a message: a plain field, an element, a map key or value. */
+interface StringSite {
+  path: string[];
+  kind: "scalar" | "repeated" | "key" | "value";
+}
+
+/** Every string site of `type`, in nested messages too (each message type once per path). */
+function stringSites(
+  type: protobuf.Type,
+  path: string[] = [],
+  seen = new Set<string>(),
+): StringSite[] {
+  if (seen.has(type.fullName)) return [];
+  const inner = new Set(seen).add(type.fullName);
+  const out: StringSite[] = [];
+  for (const field of type.fieldsArray) {
+    const at = [...path, field.name];
+    if (field instanceof protobuf.MapField) {
+      if (field.keyType === "string") out.push({ path: at, kind: "key" });
+      if (field.type === "string") out.push({ path: at, kind: "value" });
+    } else if (field.resolvedType instanceof protobuf.Type) {
+      if (!field.repeated) out.push(...stringSites(field.resolvedType, at, inner));
+    } else if (field.type === "string") {
+      out.push({ path: at, kind: field.repeated ? "repeated" : "scalar" });
+    }
+  }
+  return out;
+}
+
+/** A message value with the marker "@@" at `site`. */
+function valueAt(site: StringSite): Record<string, unknown> {
+  const leaf = site.kind === "scalar"
+    ? "@@"
+    : site.kind === "repeated"
+    ? ["ok", "@@"]
+    : site.kind === "key"
+    ? { "@@": "v" }
+    : { k: "@@" };
+  let value: unknown = leaf;
+  for (const name of [...site.path].reverse()) value = { [name]: value };
+  return value as Record<string, unknown>;
+}
+
+Deno.test("every string field of every request refuses bytes that are not UTF-8, naming the field", () => {
+  let sites = 0;
+  for (const method of Object.keys(METHODS) as (keyof typeof METHODS)[]) {
+    const codec = proto.codec<object>(METHODS[method].request);
+    const type = proto.root.lookupType(codec.typeName);
+    for (const site of stringSites(type)) {
+      sites++;
+      const encoded = codec.encode(valueAt(site));
+      const at = encoded.findIndex((b, i) => b === 0x40 && encoded[i + 1] === 0x40);
+      assert.ok(at >= 0);
+      // still decodes as it is: the marker is valid
+      codec.decode(encoded);
+      const bad = encoded.slice();
+      bad.set([0x61, 0xff], at);
+      const name = site.path.join(".");
+      const expected = site.kind === "scalar"
+        ? `"${name}"`
+        : site.kind === "repeated"
+        ? `"${name}[1]"`
+        : site.kind === "key"
+        ? `"${name}" (a key)`
+        : `"${name}" (the value of "k")`;
+      assert.throws(() => codec.decode(bad), (err: unknown) => {
+        assert.ok(err instanceof InvalidUtf8Error, `${method} ${name}: ${err}`);
+        assert.equal(
+          err.message,
+          `Invalid ${
+            METHODS[method].request.split(".").pop()
+          }: field ${expected} is not valid UTF-8`,
+        );
+        return true;
+      });
+    }
+  }
+  // snapshotter ×10, key ×7, parent ×3, labels ×4 (key and value), name ×2, paths, filters
+  assert.ok(sites >= 30, `${sites} string sites`);
+});
+
+Deno.test("a message that is not protobuf still fails as a decode error, not as UTF-8", () => {
+  const codec = proto.codec<object>("StatSnapshotRequest");
+  // field 2 (key) claims 100 bytes, 2 follow
+  const truncated = new Uint8Array([0x12, 100, 0xff, 0xff]);
+  assert.throws(
+    () => codec.decode(truncated),
+    (err: unknown) => !(err instanceof InvalidUtf8Error),
   );
 });

@@ -13,7 +13,12 @@
  */
 import { type Logger, silentLogger } from "../util/log.ts";
 import type { Snapshotter } from "../snapshots/types.ts";
-import { createService, DEFAULT_LIST_BATCH, type HandlerOptions } from "./handlers.ts";
+import {
+  createService,
+  DEFAULT_LIST_BATCH,
+  type HandlerOptions,
+  type SnapshotsService,
+} from "./handlers.ts";
 import { type NativeServer, serveNative } from "./native/server.ts";
 import { loadSnapshotsProto } from "./proto.ts";
 import {
@@ -28,6 +33,15 @@ import { type Listening, MAX_MESSAGE_BYTES } from "./transport.ts";
 
 /** Default bound on waiting for in-flight calls at shutdown. */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+
+/**
+ * Default bound on closing the snapshotter at shutdown: above the pool's own 10 s wait for a
+ * suspend still in the kernel, so that wait is not cut short.
+ */
+export const DEFAULT_SNAPSHOTTER_CLOSE_TIMEOUT_MS = 20_000;
+
+/** Bound on waiting for List filter workers after the calls have stopped, at shutdown. */
+const CLOSE_WORKERS_MS = 1000;
 
 /** The gRPC implementations {@linkcode startServer} can serve with. */
 export const TRANSPORTS = ["native", "grpc-js"] as const;
@@ -47,6 +61,12 @@ export interface ServerOptions {
   listBatchBytes?: number;
   /** How long close() waits for in-flight calls before cutting them off (default 10 s). */
   shutdownTimeoutMs?: number;
+  /**
+   * How long close() waits for the snapshotter to close (default
+   * {@linkcode DEFAULT_SNAPSHOTTER_CLOSE_TIMEOUT_MS}); past it, the socket is removed and close()
+   * resolves anyway, so a stop signal always ends the process.
+   */
+  snapshotterCloseTimeoutMs?: number;
   /** gRPC implementation (default `native`). */
   transport?: Transport;
 }
@@ -58,15 +78,17 @@ export interface RunningServer {
   /** True if a stale socket was found and replaced at start. */
   readonly replacedStaleSocket: boolean;
   /**
-   * Graceful shutdown: stops accepting, waits for in-flight calls (bounded), closes the
-   * snapshotter, removes the socket. Idempotent; every call returns the same promise.
+   * Graceful shutdown: stops accepting, waits for in-flight calls (bounded by
+   * `shutdownTimeoutMs`), then cuts them off, closes the snapshotter (bounded by
+   * `snapshotterCloseTimeoutMs`), removes the socket. Idempotent; every call returns the same
+   * promise.
    */
   close(): Promise<void>;
   /** Resolves when close() has finished. */
   readonly closed: Promise<void>;
 }
 
-function listenNative(path: string, handlers: HandlerOptions): Listening {
+function listenNative(path: string, service: SnapshotsService, logger: Logger): Listening {
   let listener: Deno.Listener;
   try {
     listener = Deno.listen({ transport: "unix", path });
@@ -76,15 +98,34 @@ function listenNative(path: string, handlers: HandlerOptions): Listening {
     });
   }
   const server: NativeServer = serveNative(listener, {
-    service: createService(handlers),
+    service,
     proto: loadSnapshotsProto(),
-    logger: handlers.logger,
+    logger,
     maxMessageBytes: MAX_MESSAGE_BYTES,
   });
   return {
     drain: (timeoutMs) => server.shutdown(timeoutMs),
     force: () => server.forceShutdown(),
   };
+}
+
+/**
+ * Closes the snapshotter, waiting at most `timeoutMs`: a close that hangs (something stuck in
+ * the kernel) is logged and left behind; its error, if it fails in time, is thrown.
+ */
+async function closeBounded(s: Snapshotter, timeoutMs: number, logger: Logger): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const closing = s.close();
+  const inTime = await Promise.race([
+    closing.then(() => true),
+    new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), timeoutMs)),
+  ]).finally(() => clearTimeout(timer));
+  if (!inTime) {
+    closing.catch(() => {}); // a late failure is of no interest any more
+    logger.error("shutdown: the snapshotter did not close in time, stopping without it", {
+      timeout_ms: timeoutMs,
+    });
+  }
 }
 
 /** Starts serving `snapshotter` on the unix socket `address`. */
@@ -101,16 +142,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
     listBatchBytes: options.listBatchBytes,
   };
+  const service = createService(handlers);
   const server = transport === "native"
-    ? listenNative(path, handlers)
+    ? listenNative(path, service, logger)
     // loaded only when chosen: @grpc/grpc-js costs the native transport's start ~0.25 s in the
     // test kernel, and memory
-    : await (await import("./grpc_js.ts")).listenGrpcJs(path, handlers);
+    : await (await import("./grpc_js.ts")).listenGrpcJs(path, service, logger);
   let identity: SocketIdentity;
   try {
     identity = await finishSocket(path);
   } catch (err) {
     server.force();
+    await service.close(0);
     throw new SocketError(`Cannot set up socket "${path}": ${(err as Error).message}`, {
       cause: err,
     });
@@ -129,7 +172,13 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
             timeout_ms: timeoutMs,
           });
         }
-        await options.snapshotter.close();
+        // filter workers of Lists cut off above stop at their next snapshot
+        await service.close(CLOSE_WORKERS_MS);
+        await closeBounded(
+          options.snapshotter,
+          options.snapshotterCloseTimeoutMs ?? DEFAULT_SNAPSHOTTER_CLOSE_TIMEOUT_MS,
+          logger,
+        );
       } finally {
         await removeSocket(path, identity);
         resolveClosed();

@@ -520,6 +520,32 @@ test("graceful close is bounded: a stuck call is cut off after the timeout", asy
   }
 });
 
+test("close() is bounded even when the snapshotter's close never ends", async (transport) => {
+  const s = memorySnapshotter();
+  const stuck: Snapshotter = { ...s, close: () => new Promise(() => {}) };
+  const dir = await Deno.makeTempDir();
+  try {
+    const logs: string[] = [];
+    const server = await startServer({
+      transport,
+      address: `${dir}/s.sock`,
+      snapshotter: stuck,
+      logger: createLogger({ level: "warn", write: (l) => logs.push(l) }),
+      snapshotterCloseTimeoutMs: 100,
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      server.close().then(() => true),
+      new Promise<boolean>((r) => timer = setTimeout(() => r(false), 5000)),
+    ]).finally(() => clearTimeout(timer));
+    assert.equal(closed, true, "close() resolved");
+    await assert.rejects(Deno.lstat(`${dir}/s.sock`), Deno.errors.NotFound);
+    assert.ok(logs.some((l) => l.includes("the snapshotter did not close in time")), logs.join(""));
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 test("close() still removes the socket when closing the snapshotter fails", async (transport) => {
   const s = memorySnapshotter();
   const failing: Snapshotter = { ...s, close: () => Promise.reject(new NotFoundError("db gone")) };

@@ -8,6 +8,7 @@
  * @module
  */
 import { type ErrorKind, errorKind, errorMessage, KIND_TEXT } from "../util/errors.ts";
+import { boundText, quote } from "../util/quote.ts";
 import { Code } from "./codes.ts";
 
 /** gRPC status codes by error class. */
@@ -42,17 +43,21 @@ export interface StatusContext {
 
 /**
  * The status for `err`: code from the error class, message `<message>: <class text>`, prefixed
- * with `<method> "<key>": ` when the message does not already mention the key.
+ * with `<method> "<key>": ` when the message does not already mention the key. The key is
+ * shortened and the message capped (`util/quote.ts`); the class suffix is always kept.
  */
 export function toRpcStatus(err: unknown, context: StatusContext = {}): RpcStatus {
   const kind = errorKind(err);
   const suffix = `: ${KIND_TEXT[kind]}`;
   let message = errorMessage(err).trim();
   const { key, method } = context;
-  if (key && !message.includes(key)) {
-    const prefix = `${method ? method.toLowerCase() + " " : ""}${JSON.stringify(key)}`;
+  if (key && !message.includes(key) && !message.includes(quote(key))) {
+    const prefix = `${method ? method.toLowerCase() + " " : ""}${quote(key)}`;
     message = message ? `${prefix}: ${message}` : prefix;
   }
+  // what a message echoes of the request is bounded: a 64 KiB key must not make the status
+  // larger than the client takes as a header (it would fail the call as CANCELLED instead)
+  message = boundText(message);
   if (message === KIND_TEXT[kind]) message = "";
   if (!message.endsWith(suffix)) message = message ? message + suffix : KIND_TEXT[kind];
   return { code: GRPC_CODE[kind], details: message };

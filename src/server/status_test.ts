@@ -8,6 +8,7 @@ import {
   KIND_TEXT,
   NotFoundError,
   NotImplementedError,
+  ResourceExhaustedError,
   SnapshotterError,
   UnavailableError,
 } from "../util/errors.ts";
@@ -47,6 +48,13 @@ Deno.test("typed errors: code and `<message>: <class text>`", () => {
       'op on "k": context deadline exceeded',
     ],
     [new SnapshotterError("resource_exhausted", '"k"'), 8, '"k": resource exhausted'],
+    [
+      new ResourceExhaustedError(
+        'cannot create active snapshot "k": pool "p" is low on data space',
+      ),
+      8,
+      'cannot create active snapshot "k": pool "p" is low on data space: resource exhausted',
+    ],
   ];
   for (const [err, code, details] of cases) {
     assert.deepEqual(toRpcStatus(err, { method: "Stat", key: "k" }), { code, details });
@@ -72,7 +80,7 @@ Deno.test("the key is added when the message does not mention it", () => {
 
 Deno.test("errno errors from the dm layer are classified; anything else is Unknown", () => {
   const enospc = Object.assign(new Error('cannot create thin device for "k"'), { errno: "ENOSPC" });
-  assert.equal(toRpcStatus(enospc).code, GrpcStatus.UNAVAILABLE);
+  assert.equal(toRpcStatus(enospc).code, GrpcStatus.RESOURCE_EXHAUSTED);
   const ebusy = Object.assign(new Error("device busy"), { errno: "EBUSY" });
   assert.equal(toRpcStatus(ebusy, { method: "Remove", key: "k" }).code, 9);
   assert.deepEqual(toRpcStatus(new TypeError("x is undefined")), {

@@ -7,7 +7,7 @@
  */
 import { errorKind, errorMessage, InvalidArgumentError } from "../util/errors.ts";
 import { type Filter, parseFilters } from "../filters/filters.ts";
-import { applyUpdate, validateKey, validateLabels } from "../snapshots/labels.ts";
+import { applyUpdate, utf8Length, validateKey, validateLabels } from "../snapshots/labels.ts";
 import type {
   WireCommitRequest,
   WireKeyRequest,
@@ -91,11 +91,35 @@ export function validateUpdate(req: WireUpdateRequest): UpdateArgs {
   return { name, labels, paths: [...paths] };
 }
 
-/** Parses a List request's filters: the only parse of them a List does. */
-export function validateList(req: WireListRequest): Filter {
+/**
+ * Bound on the filter strings of one List request together, in bytes of UTF-8. containerd's
+ * filters are a few dozen bytes; parsing takes time in proportion to their size, on the
+ * server's one thread.
+ */
+export const MAX_LIST_FILTER_BYTES = 16 * 1024;
+
+/**
+ * A List request's filters, checked: parsed (no `~=` in them), or — when some contain `~=` —
+ * left to be parsed and matched on a worker thread (`list_match.ts`), because compiling an
+ * RE2 expression may take seconds.
+ */
+export type ListFilter = { filter: Filter } | { regexSources: string[] };
+
+/**
+ * Checks a List request's filters: their size, and their syntax unless they contain `~=` (the
+ * worker reports those errors). The only parse of them a List does.
+ */
+export function validateList(req: WireListRequest): ListFilter {
   const filters = req.filters ?? [];
+  const size = filters.reduce((n, f) => n + utf8Length(f), 0);
+  if (size > MAX_LIST_FILTER_BYTES) {
+    throw new InvalidArgumentError(
+      `invalid filters: ${size} bytes is longer than the maximum of ${MAX_LIST_FILTER_BYTES} bytes`,
+    );
+  }
+  if (filters.some((f) => f.includes("~="))) return { regexSources: [...filters] };
   try {
-    return parseFilters(filters);
+    return { filter: parseFilters(filters) };
   } catch (err) {
     if (errorKind(err) === "invalid_argument") throw err;
     throw new InvalidArgumentError(`invalid filters: ${errorMessage(err)}`, { cause: err });

@@ -10,9 +10,21 @@
  */
 
 import { InvalidArgumentError } from "../util/errors.ts";
+import { quote } from "../util/quote.ts";
 
 /** containerd's limit on the UTF-8 size of one label's key plus its value, in bytes. */
 export const MAX_LABEL_SIZE = 4096;
+
+/**
+ * Limit on the labels of one snapshot together: the UTF-8 size of every key plus every value,
+ * in bytes (containerd bounds each label, not their sum). 64 KiB is 16 labels at the per-label
+ * maximum, many times what containerd and its CRI plugin set (a handful of short labels; the
+ * longest, `containerd.io/snapshot/cri.image-layers`, is itself cut to 4 KiB). With it, the
+ * largest Info (two 4 KiB keys, 64 KiB of labels, and per label at most 16 bytes of protobuf
+ * framing even when all 32 Ki labels are one-byte keys and values) stays far below the 16 MiB
+ * gRPC message limit, so every snapshot accepted can be returned by Stat and by List.
+ */
+export const MAX_LABELS_TOTAL_SIZE = 64 * 1024;
 
 /** Limit on the UTF-8 size of a snapshot key, parent or name, in bytes. */
 export const MAX_KEY_SIZE = 4096;
@@ -43,26 +55,38 @@ export function utf8Length(s: string): number {
   return n;
 }
 
-/** `s` quoted for an error message, cut after 64 characters. */
-function quote(s: string): string {
-  const chars = Array.from(s);
-  return JSON.stringify(chars.length > 64 ? chars.slice(0, 64).join("") + "..." : s);
+/** Total UTF-8 size of the keys and values of `labels`, in bytes. */
+export function labelsSize(labels: Readonly<Labels>): number {
+  let n = 0;
+  for (const [key, value] of Object.entries(labels)) {
+    n += utf8Length(key) + (typeof value === "string" ? utf8Length(value) : 0);
+  }
+  return n;
+}
+
+function tooLarge(size: number): string {
+  return `total size of keys and values (${size} bytes) greater than maximum size ` +
+    `(${MAX_LABELS_TOTAL_SIZE} bytes)`;
 }
 
 /**
  * Checks labels as containerd's metadata layer does before it calls a snapshotter: every key
  * is non-empty, every value is a string, and key plus value take at most
  * {@linkcode MAX_LABEL_SIZE} bytes of UTF-8. Empty values are allowed (they mean "no label").
- * `undefined` is accepted as "no labels".
+ * `undefined` is accepted as "no labels". All keys and values together take at most
+ * {@linkcode MAX_LABELS_TOTAL_SIZE} bytes (empty values count too: they are in the request).
  *
  * @throws {InvalidArgumentError} naming the first offending key, e.g.
- *   `Invalid label "k": key and value length (5000 bytes) greater than maximum size (4096 bytes)`.
+ *   `Invalid label "k": key and value length (5000 bytes) greater than maximum size (4096 bytes)`,
+ *   or the total: `Invalid labels: total size of keys and values (70000 bytes) greater than
+ *   maximum size (65536 bytes)`.
  */
 export function validateLabels(labels: Readonly<Labels> | undefined): void {
   if (labels === undefined) return;
   if (labels === null || typeof labels !== "object" || Array.isArray(labels)) {
     throw new InvalidArgumentError("Invalid labels: expected a map of strings");
   }
+  let total = 0;
   for (const [key, value] of Object.entries(labels)) {
     if (key === "") {
       throw new InvalidArgumentError("Invalid label: the key must not be empty");
@@ -77,6 +101,10 @@ export function validateLabels(labels: Readonly<Labels> | undefined): void {
           `maximum size (${MAX_LABEL_SIZE} bytes)`,
       );
     }
+    total += size;
+  }
+  if (total > MAX_LABELS_TOTAL_SIZE) {
+    throw new InvalidArgumentError(`Invalid labels: ${tooLarge(total)}`);
   }
 }
 
@@ -113,10 +141,13 @@ export interface LabelUpdate {
  * Paths are applied in order. The given labels are checked with {@linkcode validateLabels}.
  * Every path and label is checked before anything is computed, so a rejected update has no
  * partial effect (and the function never modifies its arguments). The result never contains
- * empty values.
+ * empty values, and takes at most {@linkcode MAX_LABELS_TOTAL_SIZE} bytes — unless it is no
+ * larger than `stored` (labels stored before the bound existed can still be removed).
  *
  * @param stored the snapshot's current labels
- * @throws {InvalidArgumentError} for an unsupported path or an invalid label
+ * @throws {InvalidArgumentError} for an unsupported path, an invalid label, or a result over
+ *   the total bound: `Invalid labels of snapshot "x" after the update: total size of keys and
+ *   values (70000 bytes) greater than maximum size (65536 bytes)`
  */
 export function applyUpdate(stored: Readonly<Labels>, update: LabelUpdate): Labels {
   for (const path of update.paths) {
@@ -140,7 +171,16 @@ export function applyUpdate(stored: Readonly<Labels>, update: LabelUpdate): Labe
     const key = path.slice("labels.".length);
     result.set(key, Object.hasOwn(given, key) ? given[key] : "");
   }
-  return Object.fromEntries([...result].filter(([, v]) => v !== ""));
+  return checkTotal(Object.fromEntries([...result].filter(([, v]) => v !== "")), stored, update);
+}
+
+/** `labels` when within the total bound or no larger than `stored`; else throws. */
+function checkTotal(labels: Labels, stored: Readonly<Labels>, update: LabelUpdate): Labels {
+  const size = labelsSize(labels);
+  if (size <= MAX_LABELS_TOTAL_SIZE || size <= labelsSize(stored)) return labels;
+  throw new InvalidArgumentError(
+    `Invalid labels of snapshot ${quote(update.name)} after the update: ${tooLarge(size)}`,
+  );
 }
 
 /** What a snapshot key is used as, for {@linkcode validateKey}'s messages and rules. */

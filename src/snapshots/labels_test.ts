@@ -4,8 +4,10 @@ import {
   applyUpdate,
   cleanLabels,
   type Labels,
+  labelsSize,
   MAX_KEY_SIZE,
   MAX_LABEL_SIZE,
+  MAX_LABELS_TOTAL_SIZE,
   utf8Length,
   validateKey,
   validateLabels,
@@ -31,17 +33,73 @@ Deno.test("labels: validateLabels accepts the limit exactly and rejects one byte
   validateLabels({});
   validateLabels({ a: "" });
   validateLabels({ "containerd.io/gc.root": "2024-01-01T00:00:00Z" });
-  const key = "k".repeat(96);
-  validateLabels({ [key]: "v".repeat(MAX_LABEL_SIZE - 96) });
+  const key = "k".repeat(200);
+  validateLabels({ [key]: "v".repeat(MAX_LABEL_SIZE - 200) });
+  // the message shows 128 bytes of the key and its size
   invalid(
-    () => validateLabels({ ok: "1", [key]: "v".repeat(MAX_LABEL_SIZE - 95) }),
-    /^Invalid label "k{64}\.\.\.": key and value length \(4097 bytes\) greater than maximum size \(4096 bytes\)$/,
+    () => validateLabels({ ok: "1", [key]: "v".repeat(MAX_LABEL_SIZE - 199) }),
+    /^Invalid label "k{128}"…\(200 bytes\): key and value length \(4097 bytes\) greater than maximum size \(4096 bytes\)$/,
   );
   // Counted in UTF-8 bytes, not UTF-16 units: 1365 × "牛" = 4095 bytes (+ key "k" = 4096).
   validateLabels({ k: "牛".repeat(1365) });
   invalid(() => validateLabels({ kk: "牛".repeat(1365) }), /"kk".*4097 bytes/);
   // Key alone over the limit.
   invalid(() => validateLabels({ ["x".repeat(4097)]: "" }), /4097 bytes/);
+});
+
+Deno.test("labels: all labels of a snapshot together take at most 64 KiB", () => {
+  assert.equal(MAX_LABELS_TOTAL_SIZE, 64 * 1024);
+  // 16 labels at the per-label maximum: exactly the bound
+  const full: Labels = {};
+  for (let i = 0; i < 16; i++) full[`k${i.toString(16)}`] = "v".repeat(MAX_LABEL_SIZE - 2);
+  assert.equal(labelsSize(full), MAX_LABELS_TOTAL_SIZE);
+  validateLabels(full);
+  invalid(
+    () => validateLabels({ ...full, x: "" }),
+    /^Invalid labels: total size of keys and values \(65537 bytes\) greater than maximum size \(65536 bytes\)$/,
+  );
+  // many small labels count too (the bound is on bytes, however they are split)
+  const small: Labels = {};
+  for (let i = 0; i < 20_000; i++) small[`l${i}`] = "vv";
+  invalid(() => validateLabels(small), /total size of keys and values \(\d+ bytes\)/);
+  // UTF-8 bytes, not UTF-16 units
+  assert.equal(labelsSize({ "牛": "😀" }), 7);
+});
+
+Deno.test("labels: applyUpdate bounds the merged labels, not only the given ones", () => {
+  const stored: Labels = {};
+  for (let i = 0; i < 15; i++) stored[`k${i.toString(16)}`] = "v".repeat(MAX_LABEL_SIZE - 2);
+  // adding one more full label is within the bound (16 × 4096)
+  const sixteen = applyUpdate(stored, {
+    name: "s",
+    labels: { kf: "v".repeat(MAX_LABEL_SIZE - 2) },
+    paths: ["labels.kf"],
+  });
+  assert.equal(labelsSize(sixteen), MAX_LABELS_TOTAL_SIZE);
+  // a 17th is not, though the request alone is small
+  assert.throws(
+    () => applyUpdate(sixteen, { name: "s", labels: { x: "y" }, paths: ["labels.x"] }),
+    (err: unknown) => {
+      assert.ok(err instanceof InvalidArgumentError);
+      assert.equal(
+        err.message,
+        'Invalid labels of snapshot "s" after the update: total size of keys and values ' +
+          "(65538 bytes) greater than maximum size (65536 bytes)",
+      );
+      return true;
+    },
+  );
+  // a snapshot stored over the bound (before it existed) may still shrink, or stay as it is
+  const over = { ...sixteen, big: "b".repeat(1000) };
+  assert.deepEqual(
+    applyUpdate(over, { name: "s", labels: {}, paths: ["labels.big"] }),
+    sixteen,
+  );
+  assert.deepEqual(applyUpdate(over, { name: "s", labels: {}, paths: ["labels.none"] }), over);
+  assert.throws(
+    () => applyUpdate(over, { name: "s", labels: { more: "x" }, paths: ["labels.more"] }),
+    /after the update/,
+  );
 });
 
 Deno.test("labels: validateLabels rejects empty keys and non-string values", () => {
@@ -191,7 +249,7 @@ Deno.test("labels: validateKey", () => {
     validateKey("牛".repeat(1365), what); // 4095 bytes
     invalid(
       () => validateKey("x".repeat(MAX_KEY_SIZE + 1), what),
-      new RegExp(`^Invalid snapshot ${what} "x{64}\\.\\.\\.": 4097 bytes is longer`),
+      new RegExp(`^Invalid snapshot ${what} "x{128}"…\\(4097 bytes\\): 4097 bytes is longer`),
     );
     invalid(() => validateKey("牛".repeat(1366), what), /4098 bytes/);
     invalid(

@@ -58,7 +58,8 @@ Deno.test({
       assert.equal(run.code, 0, log);
       assert.doesNotMatch(log, /tools\/deno/, "the development Deno is not embedded");
       // modules loaded by a dynamic import are embedded too (grpc-js only loads when chosen), and
-      // the ioctl thread's worker, which deno compile does not find on its own
+      // the ioctl thread's and the List filters' workers, which deno compile does not find on
+      // its own
       const embedded = embeddedPaths(log);
       const modules = [
         "src/server/native/server.ts",
@@ -66,6 +67,7 @@ Deno.test({
         "src/dm/ioctl/ioctl.ts",
         "src/dm/dmsetup/dmsetup.ts",
         "src/dm/ioctl/worker.ts",
+        "src/server/list_match_worker.ts",
       ];
       for (const module of modules) {
         assert.ok(embedded.has(module), `${module} embedded\n${log}`);

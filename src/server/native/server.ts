@@ -7,19 +7,31 @@
  * `@grpc/grpc-js` over `node:http2`, which is what a proxy snapshotter pays on every call
  * containerd makes (List alone makes one Stat per snapshot).
  *
+ * A request's 5-byte message prefix tells the HTTP/2 layer how long its body is: a stream's
+ * window opens for that much only (out of one reservation of a message's size per connection),
+ * and a request declared larger than the limit is answered RESOURCE_EXHAUSTED at once, before
+ * its bytes are sent (see `h2/connection.ts`).
+ *
  * @module
  */
 import type { Logger } from "../../util/log.ts";
+import { quote, shorten } from "../../util/quote.ts";
 import { Code } from "../codes.ts";
 import {
   encodeGrpcMessage,
   frameMessage,
   GrpcFramingError,
+  MESSAGE_PREFIX_BYTES,
   parseTimeout,
   readMessages,
 } from "./grpc_wire.ts";
-import type { Failure, SnapshotsService, UnaryMethod } from "../handlers.ts";
-import { H2ServerConnection, type H2ServerStream } from "./h2/connection.ts";
+import {
+  decodeRequest,
+  type Failure,
+  type SnapshotsService,
+  type UnaryMethod,
+} from "../handlers.ts";
+import { type BodyPrefix, H2ServerConnection, type H2ServerStream } from "./h2/connection.ts";
 import { ErrorCode } from "./h2/frames.ts";
 import type { HeaderField } from "./h2/hpack.ts";
 import {
@@ -29,6 +41,12 @@ import {
   SNAPSHOTS_SERVICE,
   type SnapshotsProto,
 } from "../proto.ts";
+
+/** A gRPC request body starts with its message's prefix: flag, then big-endian length. */
+const GRPC_BODY_PREFIX: BodyPrefix = {
+  bytes: MESSAGE_PREFIX_BYTES,
+  length: (p) => MESSAGE_PREFIX_BYTES + (((p[1] << 24) | (p[2] << 16) | (p[3] << 8) | p[4]) >>> 0),
+};
 
 /** The longest delay setTimeout honours. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -138,24 +156,29 @@ function dispatch(stream: H2ServerStream, table: Map<string, Route>, options: Na
       ["grpc-status", String(Code.INTERNAL)],
       ["grpc-message", encodeGrpcMessage(message)],
     ], true);
-  if (method !== "POST") return reject("405", `method ${method ?? "(none)"} is not POST`);
+  if (method !== "POST") return reject("405", `method ${shorten(method ?? "(none)")} is not POST`);
   if (!/^application\/grpc($|[+;])/.test(contentType)) {
-    return reject("415", `content-type ${JSON.stringify(contentType)} is not application/grpc`);
+    return reject("415", `content-type ${quote(contentType)} is not application/grpc`);
   }
   const call = new Call(stream);
   stream.onCancel(() => call.finish(Code.CANCELLED));
   const path = stream.header(":path") ?? "";
   const route = table.get(path);
-  if (!route) return call.finish(Code.UNIMPLEMENTED, `unknown method ${path}`);
+  if (!route) return call.finish(Code.UNIMPLEMENTED, `unknown method ${shorten(path)}`);
   const timeout = parseTimeout(stream.header("grpc-timeout"));
   if (timeout !== undefined) call.deadline(timeout);
   if (stream.bodyTooLarge) {
+    // answered as soon as the prefix (or the bytes received) said so, before the rest is sent
+    const declared = stream.declaredBodyBytes;
     return call.finish(
       Code.RESOURCE_EXHAUSTED,
-      `request larger than the limit of ${options.maxMessageBytes} bytes`,
+      declared !== undefined && declared > options.maxMessageBytes + MESSAGE_PREFIX_BYTES
+        ? `message of ${declared - MESSAGE_PREFIX_BYTES} bytes is larger than the limit of ` +
+          `${options.maxMessageBytes}`
+        : `request larger than the limit of ${options.maxMessageBytes} bytes`,
     );
   }
-  let request: object;
+  let message: Uint8Array;
   try {
     const messages = readMessages(stream.body(), options.maxMessageBytes);
     if (messages.length !== 1) {
@@ -163,20 +186,19 @@ function dispatch(stream: H2ServerStream, table: Map<string, Route>, options: Na
     }
     if (messages[0].compressed) {
       const encoding = stream.header("grpc-encoding") ?? "identity";
-      return call.finish(Code.UNIMPLEMENTED, `grpc-encoding "${encoding}" is not supported`);
+      return call.finish(Code.UNIMPLEMENTED, `grpc-encoding ${quote(encoding)} is not supported`);
     }
-    request = route.request.decode(messages[0].bytes);
+    message = messages[0].bytes;
   } catch (err) {
-    const detail = err instanceof GrpcFramingError
-      ? err.message
-      : `cannot decode request: ${(err as Error).message}`;
+    if (!(err instanceof GrpcFramingError)) throw err;
     return call.finish(
-      err instanceof GrpcFramingError && /larger/.test(detail)
-        ? Code.RESOURCE_EXHAUSTED
-        : Code.INTERNAL,
-      detail,
+      /larger/.test(err.message) ? Code.RESOURCE_EXHAUSTED : Code.INTERNAL,
+      err.message,
     );
   }
+  const decoded = decodeRequest(route.request, message);
+  if (!("request" in decoded)) return call.finish(decoded.code, decoded.details);
+  const request = decoded.request;
   const encode = (value: object): Uint8Array | undefined => {
     const bytes = route.response.encode(value);
     if (bytes.length <= options.maxMessageBytes) return bytes;
@@ -211,7 +233,9 @@ export function serveNative(listener: Deno.Listener, options: NativeServerOption
   let stopped = false;
   const serve = (conn: Deno.Conn) => {
     const c = new H2ServerConnection(conn, {
-      maxBodyBytes: options.maxMessageBytes + 5,
+      maxBodyBytes: options.maxMessageBytes + MESSAGE_PREFIX_BYTES,
+      // the message prefix says how long the body is: windows open for that much only
+      bodyPrefix: GRPC_BODY_PREFIX,
       onRequest: (stream) => {
         try {
           dispatch(stream, table, options);

@@ -353,7 +353,7 @@ Deno.test("native: a unary body that is not exactly one message → INTERNAL", a
   assert.deepEqual(h.s.calls, []);
 });
 
-Deno.test("native: a body over 16 MiB + 5 → RESOURCE_EXHAUSTED; the connection stays usable", async () => {
+Deno.test("native: a body over 16 MiB + 5 → RESOURCE_EXHAUSTED at once, before its bytes are sent; the connection stays usable", async () => {
   await using h = await harness();
   await h.s.prepare("k", "");
   await using c = await h.client();
@@ -361,12 +361,18 @@ Deno.test("native: a body over 16 MiB + 5 → RESOURCE_EXHAUSTED; the connection
   const huge = grpcMessage(concat(statRequest.encode({ key }), new Uint8Array(20)));
   assert.ok(huge.length > MAX_MESSAGE_BYTES + 5);
   await c.send(headersFrame(1, grpcRequestHeaders(path("Stat"))));
-  await c.sendBody(1, huge, { end: true });
-  assertTrailersOnly(
-    await c.grpcResponse(1, 20_000),
-    Code.RESOURCE_EXHAUSTED,
-    /larger than the limit/,
+  // the prefix says 16 MiB + 23: refused without waiting for (or buffering) the rest
+  const sent = await c.sendBody(1, huge, { end: true });
+  const refused = await c.grpcResponse(1);
+  await c.barrier();
+  assert.equal(refused.grpcStatus, Code.RESOURCE_EXHAUSTED);
+  assert.equal(
+    decodeGrpcMessage(refused.grpcMessage ?? ""),
+    `message of ${huge.length - 5} bytes is larger than the limit of ${MAX_MESSAGE_BYTES}`,
   );
+  assert.ok(sent <= 65_535, `${sent} bytes were sent before the refusal`);
+  // the answer ended the stream: the client is told to stop sending
+  assert.equal(c.stream(1)!.rst, E.NO_ERROR);
   // a prefix that declares too much is refused without waiting for the bytes
   const declared = new Uint8Array([0, 0x01, 0, 0, 1]); // 16 MiB + 1
   assertTrailersOnly(await call(c, 3, "Stat", declared), Code.RESOURCE_EXHAUSTED, /16777217 bytes/);

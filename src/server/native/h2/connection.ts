@@ -7,6 +7,23 @@
  * trailers. Frames produced in the same tick go out in one write: a unary answer is one
  * syscall, which matters where each syscall is expensive.
  *
+ * What a client can make it buffer is bounded by flow control (RFC 9113 §5.2), not only by
+ * `maxBodyBytes`:
+ * - a stream may send its initial window ({@linkcode DEFAULT_STREAM_WINDOW}) and no more until
+ *   the server knows how long its body is: from `bodyPrefix` (gRPC's 5-byte message prefix),
+ *   or, without one, `maxBodyBytes`. A body declared longer than `maxBodyBytes` (or one that
+ *   grows past it) is delivered at once, flagged `bodyTooLarge`, so it is refused before its
+ *   bytes are sent; the server's answer ends the stream (RST_STREAM NO_ERROR);
+ * - the rest of a declared body is granted in one WINDOW_UPDATE, out of a per-connection
+ *   reservation of `maxBodyBytes`, first come first served: other large bodies wait at their
+ *   initial window until a reservation is given back, which happens when a body is delivered
+ *   (the application consumes it) or its stream ends. A reserved body can always complete, so
+ *   waiting never deadlocks;
+ * - so one connection buffers at most `maxBodyBytes` plus the initial window of each open
+ *   stream (16 MiB + 1000 × 64 KiB by default), whatever its streams declare; the connection
+ *   window is credited as DATA arrives (it bounds nothing the streams do not already).
+ * A body is kept in one buffer of its declared size (no chunk list to concatenate).
+ *
  * ```ts
  * const c = new H2ServerConnection(conn, { maxBodyBytes: 1 << 24, onRequest: (s) => {
  *   s.sendHeaders([[":status", "200"]]);
@@ -57,15 +74,38 @@ const MAX_PENDING_CONTROL = 1000;
 /** After GOAWAY, how long an idle connection waits for the peer to close it. */
 export const DEFAULT_CLOSE_GRACE_MS = 1000;
 
+/**
+ * Our default per-stream receive window: the protocol's initial one (so clients that send
+ * before they see our SETTINGS agree with it). A request that fits needs no WINDOW_UPDATE.
+ */
+export const DEFAULT_STREAM_WINDOW = DEFAULT_WINDOW;
+
+/** How a body announces its length in its first bytes (gRPC: the 5-byte message prefix). */
+export interface BodyPrefix {
+  /** Bytes of the prefix. */
+  bytes: number;
+  /** The whole body's length, prefix included, from the prefix's bytes. */
+  length(prefix: Uint8Array): number;
+}
+
 /** Options for {@linkcode H2ServerConnection}. */
 export interface H2ConnectionOptions {
   /** Called once per stream when its headers and whole body have arrived. */
   onRequest(stream: H2ServerStream): void;
-  /** Bodies beyond this are dropped and the stream is flagged `bodyTooLarge`. */
+  /**
+   * Largest body accepted; a larger one (declared or received) is delivered at once with
+   * `bodyTooLarge` set and its bytes dropped. Also the per-connection reservation out of which
+   * stream windows beyond the initial one are granted.
+   */
   maxBodyBytes: number;
+  /** How a body declares its length; without it, a body may be up to `maxBodyBytes`. */
+  bodyPrefix?: BodyPrefix;
   /** SETTINGS_MAX_CONCURRENT_STREAMS (default 1000). */
   maxConcurrentStreams?: number;
-  /** Our per-stream receive window (default 1 MiB). */
+  /**
+   * Our initial per-stream receive window (default {@linkcode DEFAULT_STREAM_WINDOW}); at
+   * least the prefix's bytes.
+   */
   streamWindow?: number;
   /** Our connection receive window (default 16 MiB; never below the protocol's 65535). */
   connectionWindow?: number;
@@ -93,19 +133,31 @@ export class H2ServerStream {
   readonly id: number;
   /** Request headers (pseudo-headers first, as sent). */
   readonly headers: HeaderField[];
-  /** True when the body exceeded `maxBodyBytes` (its bytes were dropped). */
+  /**
+   * True when the body is larger than `maxBodyBytes`, as declared by its prefix or as
+   * received: the stream is delivered at once, without its bytes.
+   */
   bodyTooLarge = false;
+  /** The body's length as its prefix declares it, once known. */
+  declaredBodyBytes?: number;
   /** Set when the peer reset the stream or the connection went away. */
   cancelled = false;
-  #body: Uint8Array[] = [];
+  /** Chunks until the length is known (or without a prefix); then `#buf` is used. */
+  #chunks: Uint8Array[] = [];
+  #buf?: Uint8Array;
   #bodyBytes = 0;
   #conn: H2ServerConnection;
   /** @internal Body bytes received, counted even past `maxBodyBytes`. */
   received = 0;
+  /** @internal Handed to the application (once). */
+  delivered = false;
+  /** @internal Window beyond the initial one granted from the connection's reservation. */
+  reserved = 0;
+  /** @internal Window still wanted from the reservation (waiting for it). */
+  wanted = 0;
   #onCancel: (() => void)[] = [];
   /** @internal */ sendWindow: number;
   /** @internal */ recvWindow: number;
-  /** @internal */ recvUnacked = 0;
   /** @internal */ remoteClosed = false;
   /** @internal */ localClosed = false;
   /** @internal */ queue: Outbound[] = [];
@@ -130,29 +182,57 @@ export class H2ServerStream {
     return undefined;
   }
 
-  /** The request body: all DATA payloads concatenated. */
+  /** The request body: all DATA payloads concatenated (empty when `bodyTooLarge`). */
   body(): Uint8Array {
-    if (this.#body.length === 1) return this.#body[0];
+    if (this.#buf) return this.#buf.subarray(0, this.#bodyBytes);
+    if (this.#chunks.length === 1) return this.#chunks[0];
     const out = new Uint8Array(this.#bodyBytes);
     let offset = 0;
-    for (const chunk of this.#body) {
+    for (const chunk of this.#chunks) {
       out.set(chunk, offset);
       offset += chunk.length;
     }
     return out;
   }
 
-  /** @internal */
-  appendBody(chunk: Uint8Array, limit: number): void {
+  /**
+   * @internal Appends DATA; learns the declared length from `prefix` once its bytes are in.
+   * Drops everything once the body is too large or has been delivered.
+   */
+  appendBody(chunk: Uint8Array, limit: number, prefix: BodyPrefix | undefined): void {
     this.received += chunk.length;
-    if (this.bodyTooLarge || chunk.length === 0) return;
-    if (this.#bodyBytes + chunk.length > limit) {
-      this.bodyTooLarge = true;
-      this.#body = [];
+    if (this.bodyTooLarge || this.delivered || chunk.length === 0) return;
+    if (this.#bodyBytes + chunk.length > limit) return this.#tooLarge();
+    if (this.#buf && this.#bodyBytes + chunk.length <= this.#buf.length) {
+      this.#buf.set(chunk, this.#bodyBytes);
+      this.#bodyBytes += chunk.length;
       return;
     }
-    this.#body.push(chunk);
+    this.#chunks.push(chunk);
     this.#bodyBytes += chunk.length;
+    if (this.#buf) {
+      // more than declared (a second message): back to a list, as without a prefix
+      this.#chunks.unshift(this.#buf.subarray(0, this.#bodyBytes - chunk.length));
+      this.#buf = undefined;
+      return;
+    }
+    if (!prefix || this.declaredBodyBytes !== undefined || this.#bodyBytes < prefix.bytes) return;
+    const head = this.body();
+    const declared = prefix.length(head.subarray(0, prefix.bytes));
+    this.declaredBodyBytes = declared;
+    if (declared > limit) return this.#tooLarge();
+    if (declared > head.length) {
+      this.#buf = new Uint8Array(declared);
+      this.#buf.set(head);
+      this.#chunks = [];
+    }
+  }
+
+  #tooLarge(): void {
+    this.bodyTooLarge = true;
+    this.#chunks = [];
+    this.#buf = undefined;
+    this.#bodyBytes = 0;
   }
 
   /** Registers `fn` to run once if the stream is cancelled. */
@@ -246,6 +326,10 @@ export class H2ServerConnection {
   #connWindowSize: number;
   #connRecvUnacked = 0;
   #streamWindow: number;
+  /** Bytes of stream window the reservation can still grant (`maxBodyBytes` in all). */
+  #reservationFree: number;
+  /** Streams waiting for window from the reservation, first come first served. */
+  #waitingForWindow: H2ServerStream[] = [];
   #maxConcurrent: number;
   #maxHeaderListSize: number;
   #out: (Uint8Array | Written)[] = [];
@@ -262,7 +346,11 @@ export class H2ServerConnection {
   constructor(conn: Deno.Conn, options: H2ConnectionOptions) {
     this.#conn = conn;
     this.#options = options;
-    this.#streamWindow = options.streamWindow ?? 1024 * 1024;
+    this.#streamWindow = Math.max(
+      options.streamWindow ?? DEFAULT_STREAM_WINDOW,
+      options.bodyPrefix?.bytes ?? 0,
+    );
+    this.#reservationFree = options.maxBodyBytes;
     // The peer starts with 65535 whatever we prefer: a smaller window cannot be granted.
     this.#connWindowSize = Math.max(DEFAULT_WINDOW, options.connectionWindow ?? 16 * 1024 * 1024);
     this.#connRecvWindow = this.#connWindowSize;
@@ -495,6 +583,7 @@ export class H2ServerConnection {
   /** We sent END_STREAM. */
   #localEnd(stream: H2ServerStream): void {
     stream.localClosed = true;
+    this.#giveBackWindow(stream);
     this.#blocked.delete(stream);
     if (!stream.remoteClosed) {
       // The answer is complete before the request: tell the peer to stop sending.
@@ -508,7 +597,54 @@ export class H2ServerConnection {
   #release(stream: H2ServerStream): void {
     for (const item of stream.queue.splice(0)) if (item.kind === "data") item.done?.();
     stream.localClosed = true;
+    this.#giveBackWindow(stream);
     stream.cancel();
+  }
+
+  // ---- receive windows beyond the initial one ----
+
+  /** Asks for `bytes` more window for `stream`: granted now, or when the reservation allows. */
+  #wantWindow(stream: H2ServerStream, bytes: number): void {
+    if (bytes <= 0 || stream.wanted > 0 || stream.reserved > 0) return;
+    stream.wanted = bytes;
+    this.#waitingForWindow.push(stream);
+    this.#grantWindows();
+  }
+
+  /** Grants waiting streams their window, in order, while the reservation has room. */
+  #grantWindows(): void {
+    while (this.#waitingForWindow.length > 0 && !this.#closed) {
+      const stream = this.#waitingForWindow[0];
+      if (stream.wanted > this.#reservationFree) return;
+      this.#waitingForWindow.shift();
+      this.#reservationFree -= stream.wanted;
+      stream.reserved = stream.wanted;
+      stream.wanted = 0;
+      stream.recvWindow += stream.reserved;
+      this.#emit(encodeWindowUpdate(stream.id, stream.reserved));
+    }
+  }
+
+  /** The stream's body was consumed, or the stream ended: its reservation is free again. */
+  #giveBackWindow(stream: H2ServerStream): void {
+    if (stream.wanted > 0) {
+      const i = this.#waitingForWindow.indexOf(stream);
+      if (i >= 0) this.#waitingForWindow.splice(i, 1);
+      stream.wanted = 0;
+    }
+    if (stream.reserved > 0) {
+      this.#reservationFree += stream.reserved;
+      stream.reserved = 0;
+    }
+    this.#grantWindows();
+  }
+
+  /** Hands the stream to the application (once); it no longer needs window. */
+  #deliver(stream: H2ServerStream): void {
+    if (stream.delivered) return;
+    stream.delivered = true;
+    this.#giveBackWindow(stream);
+    this.#options.onRequest(stream);
   }
 
   /** @internal */
@@ -683,13 +819,18 @@ export class H2ServerConnection {
   }
 
   #remoteEnd(stream: H2ServerStream): void {
+    if (stream.delivered) {
+      // refused early (too large): the answer may still be on its way
+      stream.remoteClosed = true;
+      return;
+    }
     const declared = stream.header("content-length");
     if (declared !== undefined && Number(declared) !== stream.received) {
       // a body that is not what content-length said is malformed too (RFC 9113 §8.1.1)
       return this.resetStream(stream, ErrorCode.PROTOCOL_ERROR);
     }
     stream.remoteClosed = true;
-    this.#options.onRequest(stream);
+    this.#deliver(stream);
   }
 
   #onData(frame: Frame): void {
@@ -718,14 +859,23 @@ export class H2ServerConnection {
     }
     stream.recvWindow -= length;
     if (stream.recvWindow < 0) return this.resetStream(stream, ErrorCode.FLOW_CONTROL_ERROR);
-    stream.appendBody(unpad(frame, false), this.#options.maxBodyBytes);
+    const { maxBodyBytes, bodyPrefix } = this.#options;
+    const known = stream.declaredBodyBytes !== undefined;
+    stream.appendBody(unpad(frame, false), maxBodyBytes, bodyPrefix);
     const end = (frame.flags & Flag.END_STREAM) !== 0;
+    if (stream.bodyTooLarge && !stream.delivered) {
+      // refused before the rest is sent: the answer ends the stream
+      if (end) stream.remoteClosed = true;
+      return this.#deliver(stream);
+    }
     if (end) return this.#remoteEnd(stream);
-    stream.recvUnacked += length;
-    if (stream.recvUnacked >= this.#streamWindow / 2) {
-      this.#emit(encodeWindowUpdate(stream.id, stream.recvUnacked));
-      stream.recvWindow += stream.recvUnacked;
-      stream.recvUnacked = 0;
+    if (stream.delivered) return;
+    // more window only for a body whose length is known, and only what it still needs
+    const declared = stream.declaredBodyBytes;
+    if (!known && declared !== undefined) {
+      this.#wantWindow(stream, declared - stream.received - stream.recvWindow);
+    } else if (!bodyPrefix && stream.recvWindow < this.#streamWindow / 2) {
+      this.#wantWindow(stream, maxBodyBytes - stream.received - stream.recvWindow);
     }
   }
 

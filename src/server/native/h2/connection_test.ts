@@ -223,7 +223,7 @@ Deno.test("connection: the server preface is SETTINGS with our values, then a co
     values,
     new Map([
       [S.MAX_CONCURRENT_STREAMS, 1000],
-      [S.INITIAL_WINDOW_SIZE, 1 << 20],
+      [S.INITIAL_WINDOW_SIZE, 65_535],
       [S.MAX_HEADER_LIST_SIZE, 65_536],
       [S.ENABLE_PUSH, 0],
     ]),
@@ -795,6 +795,111 @@ Deno.test("connection: a large request body is flow-controlled by WINDOW_UPDATEs
   await echo(c, 1, body);
   const updates = c.frames.filter((f) => f.type === T.WINDOW_UPDATE);
   assert.ok(updates.some((f) => f.streamId === 0) && updates.some((f) => f.streamId === 1));
+});
+
+// ---- what a client can make the server buffer ----
+
+/** A body that declares its own length in its first 4 bytes (big-endian, prefix included). */
+const LENGTH_PREFIX = {
+  bytes: 4,
+  length: (p: Uint8Array) => new DataView(p.buffer, p.byteOffset, 4).getUint32(0),
+};
+
+function prefixed(n: number, seed = 0): Uint8Array {
+  const body = pattern(n, seed);
+  new DataView(body.buffer).setUint32(0, n);
+  return body;
+}
+
+/** The WINDOW_UPDATE increments the server sent on stream `id`. */
+function streamUpdates(c: RawH2Client, id: number): number[] {
+  return c.frames.filter((f) => f.type === T.WINDOW_UPDATE && f.streamId === id)
+    .map((f) => new DataView(f.payload.buffer).getUint32(0));
+}
+
+Deno.test("connection: a stream's window opens once, for exactly what its prefix declares", async () => {
+  await using s = await server({ maxBodyBytes: 1 << 20, bodyPrefix: LENGTH_PREFIX });
+  await using c = await ready(s);
+  const body = prefixed(300_000);
+  await c.send(headersFrame(1, req("/echo")));
+  // only the prefix: the server learns the length and grants the rest in one update
+  await c.sendAvailable(1, body.subarray(0, 4), 0);
+  await c.barrier();
+  assert.deepEqual(streamUpdates(c, 1), [300_000 - 65_535]);
+  await c.sendBody(1, body.subarray(4), { end: true });
+  const r = await c.response(1);
+  assert.deepEqual(r.data, body);
+  assert.deepEqual(streamUpdates(c, 1), [300_000 - 65_535], "no more window than declared");
+  // a body within the initial window needs no update at all
+  await echo(c, 3, prefixed(60_000));
+  assert.deepEqual(streamUpdates(c, 3), []);
+});
+
+Deno.test("connection: large bodies take turns: one reservation of maxBodyBytes per connection", async () => {
+  // windows beyond the initial 65535 come out of 160000 bytes: room for one 150000-byte body
+  await using s = await server({ maxBodyBytes: 160_000, bodyPrefix: LENGTH_PREFIX });
+  await using c = await ready(s);
+  const a = prefixed(150_000, 1);
+  const b = prefixed(150_000, 2);
+  await c.send(headersFrame(1, req("/echo")), headersFrame(3, req("/echo")));
+  // both send what they may; the second must wait at its initial window
+  let sentA = await c.sendAvailable(1, a, 0);
+  let sentB = await c.sendAvailable(3, b, 0);
+  await c.barrier();
+  sentA = await c.sendAvailable(1, a, sentA);
+  sentB = await c.sendAvailable(3, b, sentB);
+  await c.barrier();
+  assert.equal(sentA, a.length, "the first body got its whole window");
+  assert.equal(sentB, 65_535, "the second waits at its initial window");
+  assert.deepEqual(streamUpdates(c, 3), []);
+  // once the first is consumed, the reservation passes on
+  await c.send(dataFrame(1, new Uint8Array(0), true));
+  assert.deepEqual((await c.response(1)).data, a);
+  await c.barrier();
+  assert.deepEqual(streamUpdates(c, 3), [150_000 - 65_535]);
+  await c.sendBody(3, b.subarray(sentB), { end: true });
+  assert.deepEqual((await c.response(3)).data, b);
+});
+
+Deno.test("connection: a waiting or reserved stream that is reset gives its turn back", async () => {
+  await using s = await server({ maxBodyBytes: 160_000, bodyPrefix: LENGTH_PREFIX });
+  await using c = await ready(s);
+  const body = prefixed(150_000);
+  await c.send(headersFrame(1, req("/echo")), headersFrame(3, req("/echo")));
+  await c.send(headersFrame(5, req("/echo")));
+  await c.sendAvailable(1, body, 0); // reserved
+  await c.sendAvailable(3, body, 0); // waiting
+  await c.sendAvailable(5, body, 0); // waiting behind it
+  await c.barrier();
+  assert.equal(streamUpdates(c, 1).length, 1);
+  // the waiting stream 3 goes away: 5 is next; the reserved 1 goes away: 5 gets it
+  await c.send(rstFrame(3, E.CANCEL), rstFrame(1, E.CANCEL));
+  await c.barrier();
+  assert.deepEqual(streamUpdates(c, 3), []);
+  assert.deepEqual(streamUpdates(c, 5), [150_000 - 65_535]);
+  await c.sendBody(5, body.subarray(65_535), { end: true });
+  assert.deepEqual((await c.response(5)).data, body);
+});
+
+Deno.test("connection: a body declared larger than maxBodyBytes is delivered at once, flagged, without its bytes", async () => {
+  await using s = await server({ maxBodyBytes: 100_000, bodyPrefix: LENGTH_PREFIX });
+  await using c = await ready(s);
+  await c.send(headersFrame(1, req("/echo")), dataFrame(1, prefixed(100)));
+  // the prefix of this one says 100001 bytes: answered before the rest is sent
+  const big = prefixed(100_001);
+  await c.send(headersFrame(3, req("/echo")));
+  const sent = await c.sendBody(3, big, { end: true });
+  const r = await c.response(3);
+  await c.barrier();
+  assert.equal(field(r.blocks[1], "x-too-large"), "true");
+  assert.equal(field(r.blocks[1], "x-body-bytes"), "0");
+  assert.ok(sent <= 65_535, `${sent} bytes sent`);
+  assert.equal(c.stream(3)!.rst, E.NO_ERROR, "the client is told to stop");
+  assert.equal(s.requests.find((q) => q.id === 3)?.declaredBodyBytes, 100_001);
+  assert.deepEqual(streamUpdates(c, 3), []);
+  // the first stream is unaffected
+  await c.send(dataFrame(1, new Uint8Array(0), true));
+  assert.deepEqual((await c.response(1)).data, prefixed(100));
 });
 
 Deno.test("connection: DATA frames never exceed the peer's MAX_FRAME_SIZE; headers split into CONTINUATIONs", async () => {
