@@ -656,6 +656,11 @@ export class MetadataStore {
       `SELECT l.snapshot_id, l.key, l.value FROM labels l
        WHERE l.snapshot_id IN (SELECT id FROM snapshots WHERE state = ?) ORDER BY l.key`,
     ).all(state) as Row[];
+    return this.#withLabels(rows, labelRows);
+  }
+
+  /** Snapshot records of `rows`, each with its labels from `labelRows` (all of them). */
+  #withLabels(rows: Row[], labelRows: Row[]): SnapshotRecord[] {
     const labels = new Map<number, Record<string, string>>();
     for (const r of labelRows) {
       const id = Number(r.snapshot_id);
@@ -698,14 +703,7 @@ export class MetadataStore {
          WHERE l.snapshot_id IN (SELECT id FROM snapshots
            WHERE state = 'ready' AND key > ? AND key <= ?) ORDER BY l.key`,
       ).all(afterKey, last) as Row[];
-      const labels = new Map<number, Record<string, string>>();
-      for (const r of labelRows) {
-        const id = Number(r.snapshot_id);
-        let l = labels.get(id);
-        if (!l) labels.set(id, l = {});
-        l[String(r.key)] = String(r.value);
-      }
-      return rows.map((row) => this.#toSnapshot(row, labels.get(Number(row.id)) ?? {}));
+      return this.#withLabels(rows, labelRows);
     });
   }
 
