@@ -1,34 +1,11 @@
 import assert from "node:assert/strict";
-import {
-  type Config,
-  CONFIG_KEYS,
-  ConfigError,
-  type ConfigLayer,
-  type ConfigProblem,
-  resolveConfig,
-} from "../config/config.ts";
+import { CONFIG_KEYS, ConfigError, resolveConfig } from "../config/config.ts";
 import { FS_TYPES, MIN_XFS_SIZE } from "../dm/mkfs.ts";
 import { checkConfig } from "./config_checks.ts";
 import { snapshotterSettings } from "./snapshotter_factory.ts";
+import { configFixtures } from "../../testing/config_fixtures.ts";
 
-function resolveFile(values: Record<string, unknown>, flags?: Record<string, unknown>): Config {
-  const layers: ConfigLayer[] = [{ source: "/etc/x.toml", values }];
-  if (flags) layers.push({ source: "command line", values: flags, fromFlags: true });
-  return resolveConfig(layers, { check: checkConfig });
-}
-
-function problems(
-  values: Record<string, unknown>,
-  flags?: Record<string, unknown>,
-): ConfigProblem[] {
-  try {
-    resolveFile(values, flags);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
-    return [...err.problems];
-  }
-  assert.fail("expected a ConfigError");
-}
+const { resolveFile, problems } = configFixtures({ check: checkConfig });
 
 Deno.test("pool_name must be a valid device-mapper name", () => {
   const [p] = problems({ pool_name: "a/b" });

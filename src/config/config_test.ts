@@ -5,7 +5,6 @@ import {
   type ConfigCheck,
   ConfigError,
   type ConfigKey,
-  type ConfigProblem,
   configValue,
   DEFAULT_ADDRESS,
   DEFAULT_ROOT_PATH,
@@ -14,46 +13,15 @@ import {
   resolveConfig,
 } from "./config.ts";
 import { LEVELS } from "../util/log.ts";
+import { configFixtures, defaultConfig } from "../../testing/config_fixtures.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 
-function resolveFile(values: Record<string, unknown>, flags?: Record<string, unknown>): Config {
-  const layers = [{ source: "/etc/x.toml", values }];
-  if (flags) layers.push({ source: "command line", values: flags, fromFlags: true } as never);
-  return resolveConfig(layers);
-}
-
-function problems(
-  values: Record<string, unknown>,
-  flags?: Record<string, unknown>,
-): ConfigProblem[] {
-  try {
-    resolveFile(values, flags);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${err}`);
-    return [...err.problems];
-  }
-  assert.fail("expected a ConfigError");
-}
+const { resolveFile, problems } = configFixtures();
 
 Deno.test("defaults: only pool_name must be given", () => {
-  assert.deepEqual(resolveFile({ pool_name: "pool" }), {
-    rootPath: DEFAULT_ROOT_PATH,
-    allowNewMetadata: false,
-    poolName: "pool",
-    baseImageSize: 10 * GiB,
-    fsType: "ext4",
-    fsOptions: "",
-    asyncRemove: false,
-    discardBlocks: false,
-    onlineDiscard: false,
-    minFreeSpace: { percent: 10 },
-    dmBackend: "auto",
-    grpcTransport: "native",
-    address: DEFAULT_ADDRESS,
-    logLevel: "info",
-  });
+  assert.deepEqual(resolveFile({ pool_name: "pool" }), defaultConfig("pool"));
   assert.equal(DEFAULT_ROOT_PATH, "/var/lib/devmapper-snapshotter");
   assert.equal(DEFAULT_ADDRESS, "/run/devmapper-snapshotter/devmapper-snapshotter.sock");
   assert.deepEqual(Object.keys(DEFAULT_VALUES).sort(), Object.keys(CONFIG_KEYS).sort());
@@ -314,10 +282,10 @@ Deno.test("CONFIG_KEYS: every key names its Config field and a distinct flag", (
   for (const level of LEVELS) assert.ok(CONFIG_KEYS.log_level.summary.includes(`\`${level}\``));
 });
 
-Deno.test("src/config imports nothing but src/util", async () => {
+Deno.test("src/config's modules import nothing but src/util", async () => {
   const dir = new URL("./", import.meta.url);
   for await (const entry of Deno.readDir(dir)) {
-    if (!entry.isFile || !entry.name.endsWith(".ts")) continue;
+    if (!entry.isFile || !entry.name.endsWith(".ts") || entry.name.endsWith("_test.ts")) continue;
     const text = await Deno.readTextFile(new URL(entry.name, dir));
     for (const [, spec] of text.matchAll(/^(?:import|export)[^;]*? from "([^"]+)"/gms)) {
       assert.ok(

@@ -1,29 +1,15 @@
 import assert from "node:assert/strict";
-import { CONFIG_KEYS, DEFAULT_ADDRESS, DEFAULT_ROOT_PATH, resolveConfig } from "./config.ts";
+import { CONFIG_KEYS, resolveConfig } from "./config.ts";
 import { defaultConfigToml, EXAMPLE_POOL_NAME } from "./default_toml.ts";
 import { loadConfig, parseConfigToml } from "./load.ts";
+import { defaultConfig } from "../../testing/config_fixtures.ts";
 
 Deno.test("`config default` output parses, validates and equals the defaults", async () => {
   const text = defaultConfigToml();
   const raw = parseConfigToml(text, "default.toml");
   assert.deepEqual(Object.keys(raw).sort(), Object.keys(CONFIG_KEYS).sort());
   const config = resolveConfig([{ source: "default.toml", values: raw }]);
-  assert.deepEqual(config, {
-    rootPath: DEFAULT_ROOT_PATH,
-    allowNewMetadata: false,
-    poolName: EXAMPLE_POOL_NAME,
-    baseImageSize: 10 * 1024 ** 3,
-    fsType: "ext4",
-    fsOptions: "",
-    asyncRemove: false,
-    discardBlocks: false,
-    onlineDiscard: false,
-    minFreeSpace: { percent: 10 },
-    dmBackend: "auto",
-    grpcTransport: "native",
-    address: DEFAULT_ADDRESS,
-    logLevel: "info",
-  });
+  assert.deepEqual(config, defaultConfig(EXAMPLE_POOL_NAME));
   const dir = await Deno.makeTempDir();
   try {
     await Deno.writeTextFile(`${dir}/c.toml`, text);

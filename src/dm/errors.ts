@@ -110,6 +110,17 @@ export function commandError(
   });
 }
 
+/**
+ * The {@linkcode DmError} (errno EINVAL, no command) for an argument refused before anything
+ * runs: a device name, thin id, message or table the kernel or `dmsetup` would not take.
+ */
+export function invalidArgument(message: string, cause?: unknown): DmError {
+  return new DmError(
+    { command: [], exitCode: -1, stderr: "", errno: "EINVAL", message },
+    cause === undefined ? undefined : { cause },
+  );
+}
+
 /** True when `err` is a {@linkcode DmError} with errno `errno`. */
 export function isErrno(err: unknown, errno: Errno): boolean {
   return err instanceof DmError && err.errno === errno;

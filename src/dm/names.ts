@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { DmError } from "./errors.ts";
+import { invalidArgument } from "./errors.ts";
 
 /** Longest dm device name in bytes (DM_NAME_LEN - 1). */
 export const MAX_DEVICE_NAME_BYTES = 127;
@@ -28,12 +28,6 @@ export function validateDeviceName(name: string): void {
     reason = `longer than ${MAX_DEVICE_NAME_BYTES} bytes`;
   }
   if (reason) {
-    throw new DmError({
-      command: [],
-      exitCode: -1,
-      stderr: "",
-      errno: "EINVAL",
-      message: `Invalid device-mapper name ${JSON.stringify(name)}: ${reason}`,
-    });
+    throw invalidArgument(`Invalid device-mapper name ${JSON.stringify(name)}: ${reason}`);
   }
 }

@@ -72,6 +72,12 @@ export interface SnapshotRecord {
   labels: Record<string, string>;
 }
 
+/** What a List needs of a snapshot (see {@linkcode MetadataStore.listSnapshotsPage}). */
+export type ListedSnapshot = Pick<
+  SnapshotRecord,
+  "key" | "parentKey" | "kind" | "created" | "updated" | "labels"
+>;
+
 /** Fields of a new snapshot row. */
 export interface NewSnapshot {
   key: string;
@@ -622,22 +628,21 @@ export class MetadataStore {
 
   /** The snapshot with `key` (any state), or undefined. */
   getSnapshot(key: string): SnapshotRecord | undefined {
-    return this.#read(() => {
-      const row = this.#sql(
-        `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
-         WHERE s.key = ?`,
-      ).get(key) as Row | undefined;
-      return row && this.#toSnapshot(row);
-    });
+    return this.#getSnapshotWhere("key", key);
   }
 
   /** The snapshot with internal `id`, or undefined. */
   getSnapshotById(id: number): SnapshotRecord | undefined {
+    return this.#getSnapshotWhere("id", id);
+  }
+
+  /** The snapshot (any state, with its labels) whose unique `column` is `value`, or undefined. */
+  #getSnapshotWhere(column: "key" | "id", value: string | number): SnapshotRecord | undefined {
     return this.#read(() => {
       const row = this.#sql(
         `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
-         WHERE s.id = ?`,
-      ).get(id) as Row | undefined;
+         WHERE s.${column} = ?`,
+      ).get(value) as Row | undefined;
       return row && this.#toSnapshot(row);
     });
   }
@@ -686,25 +691,29 @@ export class MetadataStore {
   }
 
   /**
-   * One page of ready snapshots in key order: at most `limit`, with keys after `afterKey`
-   * ("" for the first page). Two indexed queries (the unique key index; labels by snapshot id),
-   * so a walk of every snapshot holds one page in memory at a time.
+   * One page of ready snapshots in key order, with what a List needs of each: at most `limit`,
+   * with keys after `afterKey` ("" for the first page). One query on the unique key index, the
+   * labels of each row gathered by SQLite (`json_group_object`), so a walk of every snapshot
+   * holds one page in memory at a time and builds one object per row.
    */
-  listSnapshotsPage(afterKey: string, limit: number): SnapshotRecord[] {
-    return this.#read(() => {
-      const rows = this.#sql(
-        `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
+  listSnapshotsPage(afterKey: string, limit: number): ListedSnapshot[] {
+    return this.#read(() =>
+      (this.#sql(
+        `SELECT s.key, p.key AS parent_key, s.kind, s.created_s, s.created_ns, s.updated_s,
+           s.updated_ns,
+           (SELECT json_group_object(l.key, l.value) FROM labels l WHERE l.snapshot_id = s.id)
+             AS labels_json
+         FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
          WHERE s.state = 'ready' AND s.key > ? ORDER BY s.key LIMIT ?`,
-      ).all(afterKey, limit) as Row[];
-      if (rows.length === 0) return [];
-      const last = String(rows[rows.length - 1].key);
-      const labelRows = this.#sql(
-        `SELECT l.snapshot_id, l.key, l.value FROM labels l
-         WHERE l.snapshot_id IN (SELECT id FROM snapshots
-           WHERE state = 'ready' AND key > ? AND key <= ?) ORDER BY l.key`,
-      ).all(afterKey, last) as Row[];
-      return this.#withLabels(rows, labelRows);
-    });
+      ).all(afterKey, limit) as Row[]).map((row) => ({
+        key: String(row.key),
+        parentKey: row.parent_key === null ? "" : String(row.parent_key),
+        kind: CODE_KIND[Number(row.kind)],
+        created: { seconds: Number(row.created_s), nanos: Number(row.created_ns) },
+        updated: { seconds: Number(row.updated_s), nanos: Number(row.updated_ns) },
+        labels: JSON.parse(String(row.labels_json)),
+      }))
+    );
   }
 
   /** Marks a snapshot ready. */

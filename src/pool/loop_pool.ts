@@ -12,6 +12,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from "../util/errors.ts";
+import { pathExists } from "../util/fs.ts";
 import { validateDeviceName } from "../dm/names.ts";
 import { commandError, DmError, isErrno } from "../dm/errors.ts";
 import { attachLoop, detachLoops, listLoops } from "../dm/losetup.ts";
@@ -84,9 +85,12 @@ export interface LoopPool {
   table: string;
 }
 
-function validateCreate(o: CreateLoopPoolOptions): number {
-  const block = o.blockSectors ?? 128;
-  const prefix = `Cannot create pool "${o.name}"`;
+/**
+ * Throws {@linkcode InvalidArgumentError} (message after `prefix`) unless `block` is a pool
+ * block size dm-thin takes: a multiple of 128 sectors in
+ * {@linkcode MIN_BLOCK_SECTORS}..{@linkcode MAX_BLOCK_SECTORS}.
+ */
+export function validateBlockSectors(block: number, prefix: string): void {
   if (
     !Number.isInteger(block) || block < MIN_BLOCK_SECTORS || block > MAX_BLOCK_SECTORS ||
     block % 128 !== 0
@@ -95,6 +99,12 @@ function validateCreate(o: CreateLoopPoolOptions): number {
       `${prefix}: block size ${block} sectors must be a multiple of 128 in ${MIN_BLOCK_SECTORS}..${MAX_BLOCK_SECTORS}`,
     );
   }
+}
+
+function validateCreate(o: CreateLoopPoolOptions): number {
+  const block = o.blockSectors ?? 128;
+  const prefix = `Cannot create pool "${o.name}"`;
+  validateBlockSectors(block, prefix);
   const blockBytes = block * 512;
   if (!Number.isSafeInteger(o.dataSize) || o.dataSize < blockBytes) {
     throw new InvalidArgumentError(
@@ -110,16 +120,6 @@ function validateCreate(o: CreateLoopPoolOptions): number {
   }
   if (o.dir === "") throw new InvalidArgumentError(`${prefix}: directory is empty`);
   return block;
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
 }
 
 async function createSparse(path: string, size: number): Promise<void> {
@@ -141,7 +141,9 @@ export async function createLoopPool(o: CreateLoopPoolOptions): Promise<LoopPool
     throw new AlreadyExistsError(`${prefix}: a device-mapper device with that name exists`);
   }
   for (const f of [dataFile, metaFile]) {
-    if (await exists(f)) throw new AlreadyExistsError(`${prefix}: "${f}" already exists`);
+    if (await pathExists(f, { noFollow: true })) {
+      throw new AlreadyExistsError(`${prefix}: "${f}" already exists`);
+    }
   }
   const blockBytes = block * 512;
   const dataSize = Math.floor(o.dataSize / blockBytes) * blockBytes;
@@ -248,6 +250,63 @@ export async function thinDevicesOfPool(
   return names;
 }
 
+/** Options for {@linkcode deactivateThinDevices}. */
+export interface DeactivateThinDevicesOptions {
+  dm: DeviceMapper;
+  runner: CommandRunner;
+  /** Deactivate them; without it, any active thin device is refused. */
+  force?: boolean;
+  /** Start of every error message, e.g. `Cannot destroy pool "p"`. */
+  prefix: string;
+}
+
+/**
+ * Deactivates the thin devices active on `pool` (plain remove, never `--force`) and returns
+ * their names. Refuses with {@linkcode FailedPreconditionError}, before changing anything,
+ * when there are any and `force` is not set, or when one of them is in use (mounted or open);
+ * a device found busy on its remove is a FailedPreconditionError too, one already gone is
+ * counted as removed.
+ */
+export async function deactivateThinDevices(
+  pool: { name: string; major: number; minor: number },
+  o: DeactivateThinDevicesOptions,
+): Promise<string[]> {
+  const thins = await thinDevicesOfPool(o.runner, pool);
+  if (thins.length > 0 && !o.force) {
+    throw new FailedPreconditionError(
+      `${o.prefix}: thin devices still active on it: ${
+        thins.join(", ")
+      } (use force to deactivate them)`,
+    );
+  }
+  if (thins.length > 0) {
+    // refuse before changing anything when one of them is in use
+    const infos = await o.dm.infoAll();
+    const busy = thins.find((dev) => (infos.get(dev)?.openCount ?? 0) > 0);
+    if (busy) {
+      throw new FailedPreconditionError(
+        `${o.prefix}: thin device "${busy}" is in use (mounted or open)`,
+      );
+    }
+  }
+  const removed: string[] = [];
+  for (const dev of thins) {
+    try {
+      await o.dm.remove(dev);
+    } catch (err) {
+      if (isErrno(err, "EBUSY")) {
+        throw new FailedPreconditionError(
+          `${o.prefix}: thin device "${dev}" is in use (mounted or open)`,
+          { cause: err },
+        );
+      }
+      if (!isErrno(err, "ENXIO")) throw err;
+    }
+    removed.push(dev);
+  }
+  return removed;
+}
+
 /** Options for {@linkcode destroyLoopPool}. */
 export interface DestroyLoopPoolOptions {
   name: string;
@@ -287,38 +346,7 @@ export async function destroyLoopPool(o: DestroyLoopPoolOptions): Promise<Destro
   };
   const info = await o.dm.info(o.name);
   if (info) {
-    const thins = await thinDevicesOfPool(o.runner, info);
-    if (thins.length > 0 && !o.force) {
-      throw new FailedPreconditionError(
-        `${prefix}: thin devices still active on it: ${
-          thins.join(", ")
-        } (use force to deactivate them)`,
-      );
-    }
-    if (thins.length > 0) {
-      // refuse before changing anything when one of them is in use
-      const infos = await o.dm.infoAll();
-      const busy = thins.find((dev) => (infos.get(dev)?.openCount ?? 0) > 0);
-      if (busy) {
-        throw new FailedPreconditionError(
-          `${prefix}: thin device "${busy}" is in use (mounted or open)`,
-        );
-      }
-    }
-    for (const dev of thins) {
-      try {
-        await o.dm.remove(dev);
-      } catch (err) {
-        if (isErrno(err, "EBUSY")) {
-          throw new FailedPreconditionError(
-            `${prefix}: thin device "${dev}" is in use (mounted or open)`,
-            { cause: err },
-          );
-        }
-        if (!isErrno(err, "ENXIO")) throw err;
-      }
-      result.removedDevices.push(dev);
-    }
+    result.removedDevices = await deactivateThinDevices(info, { ...o, prefix });
     try {
       await o.dm.remove(o.name);
     } catch (err) {
@@ -331,7 +359,7 @@ export async function destroyLoopPool(o: DestroyLoopPoolOptions): Promise<Destro
   }
   const files: string[] = [];
   for (const f of [dataFile, metaFile]) {
-    if (await exists(f)) files.push(await Deno.realPath(f));
+    if (await pathExists(f, { noFollow: true })) files.push(await Deno.realPath(f));
   }
   if (!info && files.length === 0) {
     throw new NotFoundError(`${prefix}: no pool device and no backing files in "${o.dir}"`);

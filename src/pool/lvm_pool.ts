@@ -27,16 +27,15 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from "../util/errors.ts";
-import { commandError, DmError, isErrno } from "../dm/errors.ts";
+import { commandError, DmError } from "../dm/errors.ts";
 import { validateDeviceName } from "../dm/names.ts";
 import type { CommandRunner, RunResult } from "../dm/runner.ts";
 import type { DeviceMapper } from "../dm/types.ts";
 import {
-  MAX_BLOCK_SECTORS,
-  MIN_BLOCK_SECTORS,
+  deactivateThinDevices,
   type PoolSpace,
   poolStatus,
-  thinDevicesOfPool,
+  validateBlockSectors,
 } from "./loop_pool.ts";
 
 /** Default `thin_pool_autoextend_threshold`: grow when data or metadata is this % full. */
@@ -130,16 +129,7 @@ function validateCreate(o: CreateLvmPoolOptions): Autoextend {
   };
   positive("data size", o.dataSize);
   positive("metadata size", o.metaSize);
-  const block = o.blockSectors;
-  if (
-    block !== undefined &&
-    (!Number.isInteger(block) || block < MIN_BLOCK_SECTORS || block > MAX_BLOCK_SECTORS ||
-      block % 128 !== 0)
-  ) {
-    throw new InvalidArgumentError(
-      `${prefix}: block size ${block} sectors must be a multiple of 128 in ${MIN_BLOCK_SECTORS}..${MAX_BLOCK_SECTORS}`,
-    );
-  }
+  if (o.blockSectors !== undefined) validateBlockSectors(o.blockSectors, prefix);
   const threshold = o.autoextend?.threshold ?? DEFAULT_AUTOEXTEND_THRESHOLD;
   const percent = o.autoextend?.percent ?? DEFAULT_AUTOEXTEND_PERCENT;
   if (!Number.isInteger(threshold) || threshold < MIN_AUTOEXTEND_THRESHOLD || threshold > 100) {
@@ -330,12 +320,14 @@ export interface LvmPoolRef {
 }
 
 /**
- * Pool `vg/lv`: LVM's view (size, monitoring, profile, autoextend, thin volumes) and the
- * kernel's (space, mode). NotFoundError when the VG or LV is missing; InvalidArgumentError
- * when the LV is not a thin pool.
+ * The thin-pool LV `vg/lv` and the names of LVM's thin volumes in it (one `lvs` spawn).
+ * Errors start with `prefix`: InvalidArgumentError for an invalid name or an LV that is not a
+ * thin pool, NotFoundError when the VG or LV is missing.
  */
-export async function lvmPoolStatus(o: LvmPoolRef, verb = "open"): Promise<LvmPool> {
-  const prefix = `Cannot ${verb} pool "${o.vg}/${o.lv}"`;
+async function findThinPoolVolume(
+  o: LvmPoolRef,
+  prefix: string,
+): Promise<{ volume: LogicalVolume; thinVolumes: string[] }> {
   validateNames(o, prefix);
   const volumes = await listLogicalVolumes(o.runner, o.vg, prefix);
   const volume = volumes.find((v) => v.name === o.lv);
@@ -343,8 +335,18 @@ export async function lvmPoolStatus(o: LvmPoolRef, verb = "open"): Promise<LvmPo
   if (volume.segtype !== "thin-pool") {
     throw new InvalidArgumentError(`${prefix}: not a thin pool (segment type ${volume.segtype})`);
   }
+  return { volume, thinVolumes: volumes.filter((v) => v.pool === o.lv).map((v) => v.name) };
+}
+
+/**
+ * Pool `vg/lv`: LVM's view (size, monitoring, profile, autoextend, thin volumes) and the
+ * kernel's (space, mode). NotFoundError when the VG or LV is missing; InvalidArgumentError
+ * when the LV is not a thin pool.
+ */
+export async function lvmPoolStatus(o: LvmPoolRef, verb = "open"): Promise<LvmPool> {
+  const prefix = `Cannot ${verb} pool "${o.vg}/${o.lv}"`;
+  const { volume, thinVolumes } = await findThinPoolVolume(o, prefix);
   const dmName = lvmDmName(o.vg, o.lv);
-  const thinVolumes = volumes.filter((v) => v.pool === o.lv).map((v) => v.name);
   let space: PoolSpace;
   try {
     space = await poolStatus(o.dm, dmName);
@@ -443,14 +445,7 @@ export interface DestroyedLvmPool {
  */
 export async function destroyLvmPool(o: DestroyLvmPoolOptions): Promise<DestroyedLvmPool> {
   const prefix = `Cannot destroy pool "${o.vg}/${o.lv}"`;
-  validateNames(o, prefix);
-  const volumes = await listLogicalVolumes(o.runner, o.vg, prefix);
-  const volume = volumes.find((v) => v.name === o.lv);
-  if (!volume) throw new NotFoundError(`${prefix}: no logical volume "${o.lv}" in "${o.vg}"`);
-  if (volume.segtype !== "thin-pool") {
-    throw new InvalidArgumentError(`${prefix}: not a thin pool (segment type ${volume.segtype})`);
-  }
-  const lvmThins = volumes.filter((v) => v.pool === o.lv).map((v) => v.name);
+  const { thinVolumes: lvmThins } = await findThinPoolVolume(o, prefix);
   if (lvmThins.length > 0) {
     throw new FailedPreconditionError(
       `${prefix}: LVM thin volumes use it (${
@@ -459,39 +454,8 @@ export async function destroyLvmPool(o: DestroyLvmPoolOptions): Promise<Destroye
     );
   }
   const dmName = lvmDmName(o.vg, o.lv);
-  const removedDevices: string[] = [];
   const info = await o.dm.info(dmName);
-  if (info) {
-    const thins = await thinDevicesOfPool(o.runner, info);
-    if (thins.length > 0 && !o.force) {
-      throw new FailedPreconditionError(
-        `${prefix}: thin devices still active on it: ${
-          thins.join(", ")
-        } (use force to deactivate them)`,
-      );
-    }
-    const infos = thins.length > 0 ? await o.dm.infoAll() : new Map();
-    const busy = thins.find((dev) => (infos.get(dev)?.openCount ?? 0) > 0);
-    if (busy) {
-      throw new FailedPreconditionError(
-        `${prefix}: thin device "${busy}" is in use (mounted or open)`,
-      );
-    }
-    for (const dev of thins) {
-      try {
-        await o.dm.remove(dev);
-      } catch (err) {
-        if (isErrno(err, "EBUSY")) {
-          throw new FailedPreconditionError(
-            `${prefix}: thin device "${dev}" is in use (mounted or open)`,
-            { cause: err },
-          );
-        }
-        if (!isErrno(err, "ENXIO")) throw err;
-      }
-      removedDevices.push(dev);
-    }
-  }
+  const removedDevices = info ? await deactivateThinDevices(info, { ...o, prefix }) : [];
   await lvm(o.runner, "lvremove", ["--yes", `${o.vg}/${o.lv}`], prefix);
   const profilePath = join(await lvmProfileDir(o.runner), `${lvmProfileName(o.vg, o.lv)}.profile`);
   let deletedProfile: string | undefined;

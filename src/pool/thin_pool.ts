@@ -460,13 +460,21 @@ export class ThinPool {
 
   /** Drops the rows of a device the pool was never asked to create (left `creating` if that fails). */
   #forget(device: DeviceRecord): void {
+    this.#tryRowWrite(
+      device,
+      (id) => this.store.deleteDevice(id),
+      "cannot drop the row of a device never created; the next start does",
+    );
+  }
+
+  /** Runs `write` on the row of `device`; when it fails, logs `warning` and returns false. */
+  #tryRowWrite(device: DeviceRecord, write: (thinId: number) => void, warning: string): boolean {
     try {
-      this.store.deleteDevice(device.thinId);
+      write(device.thinId);
+      return true;
     } catch (error) {
-      this.#log.warn("cannot drop the row of a device never created; the next start does", {
-        thin_id: device.thinId,
-        error,
-      });
+      this.#log.warn(warning, { thin_id: device.thinId, error });
+      return false;
     }
   }
 
@@ -478,15 +486,12 @@ export class ThinPool {
    * leaves the row `creating`, which the next start treats the same way (see `reconcile.ts`).
    */
   #abandon(device: DeviceRecord, cause: unknown): void {
-    try {
-      this.store.markDeviceForeign(device.thinId);
-    } catch (error) {
-      this.#log.warn("cannot record a failed create; the next start leaves its id alone", {
-        thin_id: device.thinId,
-        error,
-      });
-      return;
-    }
+    const recorded = this.#tryRowWrite(
+      device,
+      (id) => this.store.markDeviceForeign(id),
+      "cannot record a failed create; the next start leaves its id alone",
+    );
+    if (!recorded) return;
     if (!isErrno(cause, "EEXIST")) {
       this.#log.warn("thin id of a failed create left alone (never deleted, never reused)", {
         pool: this.poolName,

@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { createLogger } from "../util/log.ts";
 import type { Info } from "../snapshots/types.ts";
 import { MAX_LABEL_SIZE, MAX_LABELS_TOTAL_SIZE } from "../snapshots/labels.ts";
 import { memorySnapshotter } from "../../testing/memory_snapshotter.ts";
@@ -15,13 +14,14 @@ import {
   grpcMessage,
   grpcRequestHeaders,
   headersFrame,
-  RawH2Client,
+  type RawH2Client,
 } from "../../testing/h2_raw_client.ts";
 import { poll } from "../../testing/poll.ts";
-import { connectSnapshots, isServiceError } from "../../testing/snapshots_client.ts";
+import { startTestServer } from "../../testing/test_server.ts";
+import { isServiceError } from "../../testing/snapshots_client.ts";
 import { decodeGrpcMessage } from "./native/grpc_wire.ts";
 import { loadSnapshotsProto, SNAPSHOTS_SERVICE } from "./proto.ts";
-import { startServer, type Transport, TRANSPORTS } from "./server.ts";
+import { type Transport, TRANSPORTS } from "./server.ts";
 
 const proto = loadSnapshotsProto();
 const T = { seconds: 1, nanos: 0 };
@@ -33,36 +33,11 @@ function test(name: string, fn: (transport: Transport) => Promise<void>): void {
 }
 
 async function harness(transport: Transport) {
-  const dir = await Deno.makeTempDir({ prefix: "dmsnap-bad-" });
   const s = memorySnapshotter({ now: () => ({ ...T }) });
-  const logs: string[] = [];
-  const server = await startServer({
-    transport,
-    address: `${dir}/s.sock`,
-    snapshotter: s,
-    logger: createLogger({ level: "debug", write: (l) => logs.push(l) }),
-  });
-  const client = connectSnapshots(server.socketPath);
-  const raws: RawH2Client[] = [];
-  return {
-    s,
-    logs,
-    client,
-    socket: server.socketPath,
-    /** A raw HTTP/2 client, after the handshake. */
-    async raw() {
-      const c = await RawH2Client.connect(server.socketPath);
-      raws.push(c);
-      await c.handshake();
-      return c;
-    },
-    async [Symbol.asyncDispose]() {
-      for (const c of raws) await c.close();
-      client.close();
-      await server.close();
-      Deno.removeSync(dir, { recursive: true });
-    },
-  };
+  return Object.assign(
+    await startTestServer({ prefix: "dmsnap-bad-", transport, snapshotter: s }),
+    { s },
+  );
 }
 
 async function grpcError(p: Promise<unknown>, what: string) {

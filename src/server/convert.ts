@@ -51,7 +51,7 @@ export function infoToWire(info: Info): WireInfo {
     kind: KIND_NUMBER[info.kind],
     created_at: timestampToWire(info.created),
     updated_at: timestampToWire(info.updated),
-    labels: { ...info.labels },
+    labels: info.labels,
   };
 }
 

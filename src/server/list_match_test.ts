@@ -7,17 +7,17 @@ import assert from "node:assert/strict";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { parseFilters } from "../filters/filters.ts";
 import type { Info } from "../snapshots/types.ts";
-import { createLogger } from "../util/log.ts";
 import { memorySnapshotter } from "../../testing/memory_snapshotter.ts";
 import { poll } from "../../testing/poll.ts";
-import { connectSnapshots, isServiceError } from "../../testing/snapshots_client.ts";
+import { startTestServer } from "../../testing/test_server.ts";
+import { isServiceError, type SnapshotsClient } from "../../testing/snapshots_client.ts";
 import {
   matchSliced,
   MatchStoppedError,
   MAX_REGEX_INSTRUCTIONS,
   RegexMatcher,
 } from "./list_match.ts";
-import { startServer, type Transport, TRANSPORTS } from "./server.ts";
+import { type Transport, TRANSPORTS } from "./server.ts";
 import { MAX_LIST_FILTER_BYTES } from "./validate.ts";
 
 const T = { seconds: 1, nanos: 0 };
@@ -134,34 +134,22 @@ function test(name: string, fn: (transport: Transport) => Promise<void>): void {
 }
 
 async function serving(transport: Transport, items: Info[]) {
-  const dir = await Deno.makeTempDir({ prefix: "dmsnap-listlong-" });
   const s = memorySnapshotter();
   for (const i of items) s.infos.set(i.name, i);
-  const logs: string[] = [];
-  const server = await startServer({
-    transport,
-    address: `${dir}/s.sock`,
-    snapshotter: s,
-    logger: createLogger({ level: "debug", write: (l) => logs.push(l) }),
-    shutdownTimeoutMs: 300,
-  });
-  const client = connectSnapshots(server.socketPath);
-  return {
-    s,
-    logs,
-    server,
-    client,
-    async [Symbol.asyncDispose]() {
-      client.close();
-      await server.close();
-      Deno.removeSync(dir, { recursive: true });
-    },
-  };
+  return Object.assign(
+    await startTestServer({
+      prefix: "dmsnap-listlong-",
+      transport,
+      snapshotter: s,
+      shutdownTimeoutMs: 300,
+    }),
+    { s },
+  );
 }
 
 /** Starts `list`, then times a Stat sent right after it; the List must still be running. */
 async function statWhileListing(
-  client: ReturnType<typeof connectSnapshots>,
+  client: SnapshotsClient,
   list: Promise<unknown>,
 ): Promise<number> {
   let listDone = false;

@@ -209,21 +209,9 @@ const LEN = 2;
  * valid UTF-8. Malformed framing ends the walk quietly: decoding reports it.
  */
 function checkStrings(type: protobuf.Type, bytes: Uint8Array, top: string, path: string): void {
-  const reader = protobuf.Reader.create(bytes);
   const seen = new Map<number, number>();
-  while (reader.pos < reader.len) {
-    const tag = reader.uint32();
-    const wire = tag & 7;
-    const field = type.fieldsById[tag >>> 3];
-    if (wire !== LEN || !field) {
-      reader.skipType(wire);
-      continue;
-    }
-    const length = reader.uint32();
-    const start = reader.pos;
-    if (start + length > reader.len) return;
-    reader.pos = start + length;
-    const value = bytes.subarray(start, start + length);
+  forEachLenField(bytes, (id) => type.fieldsById[id] !== undefined, (id, value) => {
+    const field = type.fieldsById[id];
     const index = seen.get(field.id) ?? 0;
     seen.set(field.id, index + 1);
     const name = path + field.name;
@@ -234,17 +222,25 @@ function checkStrings(type: protobuf.Type, bytes: Uint8Array, top: string, path:
     } else if (field.type === "string" && !isValidUtf8(value)) {
       throw new InvalidUtf8Error(top, JSON.stringify(field.repeated ? `${name}[${index}]` : name));
     }
-  }
+  });
 }
 
-/** A map entry: key is field 1, value field 2. */
-function checkMapEntry(field: protobuf.MapField, entry: Uint8Array, top: string, name: string) {
-  const reader = protobuf.Reader.create(entry);
-  let key: Uint8Array | undefined;
+/**
+ * Calls `fn` with the number and bytes of each length-delimited field of the message `bytes`
+ * that `wanted` takes, in wire order; every other field is skipped (protobufjs throws a
+ * RangeError when it runs past the end). A wanted field that runs past the end ends the walk
+ * of this message quietly.
+ */
+function forEachLenField(
+  bytes: Uint8Array,
+  wanted: (id: number) => boolean,
+  fn: (id: number, value: Uint8Array) => void,
+): void {
+  const reader = protobuf.Reader.create(bytes);
   while (reader.pos < reader.len) {
     const tag = reader.uint32();
     const id = tag >>> 3;
-    if ((tag & 7) !== LEN || (id !== 1 && id !== 2)) {
+    if ((tag & 7) !== LEN || !wanted(id)) {
       reader.skipType(tag & 7);
       continue;
     }
@@ -252,7 +248,14 @@ function checkMapEntry(field: protobuf.MapField, entry: Uint8Array, top: string,
     const start = reader.pos;
     if (start + length > reader.len) return;
     reader.pos = start + length;
-    const value = entry.subarray(start, start + length);
+    fn(id, bytes.subarray(start, start + length));
+  }
+}
+
+/** A map entry: key is field 1, value field 2. */
+function checkMapEntry(field: protobuf.MapField, entry: Uint8Array, top: string, name: string) {
+  let key: Uint8Array | undefined;
+  forEachLenField(entry, (id) => id === 1 || id === 2, (id, value) => {
     if (id === 1) {
       if (field.keyType === "string" && !isValidUtf8(value)) {
         throw new InvalidUtf8Error(top, `${JSON.stringify(name)} (a key)`);
@@ -264,7 +267,7 @@ function checkMapEntry(field: protobuf.MapField, entry: Uint8Array, top: string,
       const of = key === undefined ? "" : ` of ${quote(new TextDecoder().decode(key))}`;
       throw new InvalidUtf8Error(top, `${JSON.stringify(name)} (the value${of})`);
     }
-  }
+  });
 }
 
 /**

@@ -16,18 +16,13 @@ import {
 import { poll } from "../../testing/poll.ts";
 import { makeStaleSocket } from "../../testing/socket_fixtures.ts";
 import { serverConnections } from "../../testing/socket_peers.ts";
+import { startTestServer, type TestServer } from "../../testing/test_server.ts";
 import {
   connectSnapshots,
   isServiceError,
   type SnapshotsClient,
 } from "../../testing/snapshots_client.ts";
-import {
-  type RunningServer,
-  type ServerOptions,
-  startServer,
-  type Transport,
-  TRANSPORTS,
-} from "./server.ts";
+import { type ServerOptions, startServer, type Transport, TRANSPORTS } from "./server.ts";
 import { SocketError } from "./socket.ts";
 
 const HANGING_CLIENT = new URL("../../testing/hanging_client.ts", import.meta.url).pathname;
@@ -39,49 +34,24 @@ function test(name: string, fn: (transport: Transport) => Promise<void>): void {
 
 const T0: Timestamp = { seconds: 1_700_000_000, nanos: 123_456_789 };
 
-interface Harness {
-  dir: string;
-  path: string;
+/** A served memory snapshotter `s`; the socket's directory is made by the server. */
+interface Harness extends TestServer {
   s: MemorySnapshotter;
-  server: RunningServer;
-  client: SnapshotsClient;
-  logs: string[];
-  [Symbol.asyncDispose](): Promise<void>;
 }
 
 async function harness(
   transport: Transport,
   opts: MemorySnapshotterOptions & Partial<Omit<ServerOptions, "address">> = {},
 ): Promise<Harness> {
-  const dir = await Deno.makeTempDir({ prefix: "dmsnap-srv-" });
-  const path = `${dir}/run/s.sock`;
   const s = memorySnapshotter({ now: () => ({ ...T0 }), ...opts });
-  const logs: string[] = [];
-  const logger = createLogger({ level: "debug", write: (l) => logs.push(l) });
-  const server = await startServer({
+  const served = await startTestServer({
+    prefix: "dmsnap-srv-",
+    socket: "run/s.sock",
     transport,
-    address: path,
-    logger,
     ...opts,
     snapshotter: opts.snapshotter ?? s,
   });
-  const client = connectSnapshots(path);
-  return {
-    dir,
-    path,
-    s,
-    server,
-    client,
-    logs,
-    async [Symbol.asyncDispose]() {
-      client.close();
-      await server.close();
-      // Synchronous on purpose: Deno 2.8's node:net (under the grpc-js client) closes a
-      // socket's fd twice; an async recursive remove on another thread can get that fd
-      // number for a directory in between, and Deno then panics in closedir (EBADF).
-      Deno.removeSync(dir, { recursive: true });
-    },
-  };
+  return Object.assign(served, { s });
 }
 
 /** Resolves with the call's gRPC error (fails when the call succeeds). */

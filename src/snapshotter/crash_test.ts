@@ -37,9 +37,9 @@ import {
   ROOT_EMPTY,
   SUPERBLOCK,
 } from "../../testing/memory_formatter.ts";
+import { memorySnapshotterOptions } from "../../testing/memory_snapshotter_options.ts";
 
 const POOL = "crashpool";
-const MiB = 1024 * 1024;
 /** Where the test databases live: tmpfs when there is one (fsync is then free). */
 const TEMP_PARENT = await tmpfsDir();
 
@@ -110,18 +110,15 @@ class World {
   }
 
   async open(): Promise<DevmapperSnapshotter> {
-    this.#s = await openSnapshotter({
+    this.#s = await openSnapshotter(memorySnapshotterOptions({
       rootPath: join(this.root, "root"),
       poolName: POOL,
-      baseImageSize: 8 * MiB,
-      fsType: "ext4",
-      fsOptions: "",
       asyncRemove: this.config.asyncRemove,
       discardBlocks: this.config.discardBlocks,
       dm: this.dm,
       formatter: this.formatter,
       clock: createClock({ backend: "calibrated" }),
-    });
+    }));
     return this.#s;
   }
 

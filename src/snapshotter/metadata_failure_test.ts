@@ -15,11 +15,11 @@ import { MetadataStore, mountPointOf, openStore } from "../metadata/store.ts";
 import { errorKind, NotFoundError } from "../util/errors.ts";
 import { MemoryDeviceMapper } from "../../testing/memory_dm.ts";
 import { createMemoryFormatter } from "../../testing/memory_formatter.ts";
+import { memorySnapshotterOptions } from "../../testing/memory_snapshotter_options.ts";
 import { toRpcStatus } from "../server/status.ts";
 import { Code } from "../server/codes.ts";
 
 const POOL = "mfpool";
-const MiB = 1024 * 1024;
 
 /** A snapshotter whose database connection the test holds too, to make it fail. */
 class World implements AsyncDisposable {
@@ -51,17 +51,29 @@ class World implements AsyncDisposable {
         return typeof value === "function" ? value.bind(target) : value;
       },
     });
-    this.s = new DevmapperSnapshotter(new MetadataStore(this.db, this.path), {
-      rootPath: this.root,
-      poolName: POOL,
-      baseImageSize: 8 * MiB,
-      fsType: "ext4",
-      fsOptions: "",
-      asyncRemove: false,
-      discardBlocks: false,
-      dm: hooked,
-      formatter: createMemoryFormatter(dm),
-    });
+    this.s = new DevmapperSnapshotter(
+      new MetadataStore(this.db, this.path),
+      memorySnapshotterOptions({
+        rootPath: this.root,
+        poolName: POOL,
+        dm: hooked,
+        formatter: createMemoryFormatter(dm),
+      }),
+    );
+  }
+
+  /** A world after the snapshotter's start (reconciled), with committed snapshot `base`. */
+  static async withBase(): Promise<World> {
+    const w = new World();
+    try {
+      await w.s.reconcile();
+      await w.s.prepare("base-tmp", "");
+      await w.s.commit("base", "base-tmp");
+      return w;
+    } catch (err) {
+      await w[Symbol.asyncDispose]();
+      throw err;
+    }
   }
 
   /** Writes to the database are refused from now on (SQLITE_READONLY), or allowed again. */
@@ -116,10 +128,7 @@ async function rejectsWith(
 }
 
 Deno.test("metadata full: Prepare answers ResourceExhausted naming the database, leaves nothing, works once space is back", async () => {
-  await using w = new World();
-  await w.s.reconcile();
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
+  await using w = await World.withBase();
   const before = await w.s.list();
   const labels = { big: "x".repeat(20_000) }; // the rows need new pages
   w.full(true);
@@ -139,10 +148,7 @@ Deno.test("metadata full: Prepare answers ResourceExhausted naming the database,
 });
 
 Deno.test("metadata read-only: Commit, Update and Remove say why and change nothing; all work once it is writable", async () => {
-  await using w = new World();
-  await w.s.reconcile();
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
+  await using w = await World.withBase();
   await w.s.prepare("work", "base", { a: "1" });
   const before = await w.s.list();
   const device = w.s.pool.deviceName(w.s.pool.store.getSnapshot("work")!.thinId);
@@ -173,10 +179,7 @@ Deno.test("metadata read-only: Commit, Update and Remove say why and change noth
 });
 
 Deno.test("metadata unwritable after the device was made: the device goes at once; the rows a failed undo leaves block nothing", async () => {
-  await using w = new World();
-  await w.s.reconcile();
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
+  await using w = await World.withBase();
   const before = await w.s.list();
   const inPool = w.dm.thinIds(POOL);
 

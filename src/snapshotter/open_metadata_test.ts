@@ -5,7 +5,7 @@ import { deviceUuidPrefix } from "./open_metadata.ts";
 import { thinTable } from "../dm/types.ts";
 import { errorKind } from "../util/errors.ts";
 import { MemoryDeviceMapper } from "../../testing/memory_dm.ts";
-import { createMemoryFormatter } from "../../testing/memory_formatter.ts";
+import { memorySnapshotterOptions } from "../../testing/memory_snapshotter_options.ts";
 
 const POOL = "ompool";
 const MiB = 1024 * 1024;
@@ -15,18 +15,8 @@ function sharedPool() {
   const dm = new MemoryDeviceMapper();
   dm.createPool(POOL, { dataBlocks: 4096 });
   const dir = Deno.makeTempDirSync({ prefix: "open_metadata_test_" });
-  const options = (root: string, extra: Partial<SnapshotterOptions> = {}): SnapshotterOptions => ({
-    rootPath: join(dir, root),
-    poolName: POOL,
-    baseImageSize: 8 * MiB,
-    fsType: "ext4",
-    fsOptions: "",
-    asyncRemove: false,
-    discardBlocks: false,
-    dm,
-    formatter: createMemoryFormatter(dm),
-    ...extra,
-  });
+  const options = (root: string, extra: Partial<SnapshotterOptions> = {}): SnapshotterOptions =>
+    memorySnapshotterOptions({ rootPath: join(dir, root), poolName: POOL, ...extra, dm });
   return { dm, dir, options };
 }
 

@@ -14,6 +14,7 @@ import {
 } from "./snapshotter.ts";
 import { MemoryDeviceMapper, nameOfPath } from "../../testing/memory_dm.ts";
 import { createMemoryFormatter, FIRST_DATA_BLOCK } from "../../testing/memory_formatter.ts";
+import { memorySnapshotterOptions } from "../../testing/memory_snapshotter_options.ts";
 import { createLogger } from "../util/log.ts";
 import {
   errorKind,
@@ -54,19 +55,15 @@ class World implements AsyncDisposable {
   }
 
   async open(): Promise<DevmapperSnapshotter> {
-    this.s = await openSnapshotter({
+    this.s = await openSnapshotter(memorySnapshotterOptions({
       rootPath: join(this.#root, "root"),
       poolName: POOL,
       baseImageSize: 32 * MiB, // larger than the pool
-      fsType: "ext4",
-      fsOptions: "",
-      asyncRemove: false,
-      discardBlocks: false,
-      dm: this.dm,
       formatter: this.formatter,
       logger: createLogger({ level: "info", write: (l) => this.logs.push(l) }),
       ...this.#options,
-    });
+      dm: this.dm,
+    }));
     return this.s;
   }
 
@@ -74,6 +71,27 @@ class World implements AsyncDisposable {
     await this.s.close();
     this.logs.length = 0;
     return await this.open();
+  }
+
+  /** Commits snapshot `base` (prepared as `base-tmp`), empty. */
+  async base(): Promise<void> {
+    await this.s.prepare("base-tmp", "");
+    await this.s.commit("base", "base-tmp");
+  }
+
+  /**
+   * `base` with active children `a` and `b`, `b` removed with a failing delete: its device is
+   * left `deleting` for Cleanup. Returns the names of the pending devices (one).
+   */
+  async pendingDeletion(): Promise<string[]> {
+    await this.base();
+    await this.s.prepare("a", "base");
+    await this.s.prepare("b", "base");
+    this.dm.injectFault({ op: "deleteThin", errno: "EIO" });
+    await this.s.remove("b");
+    const pending = this.s.pool.store.listDevices("deleting").map((d) => d.name);
+    assert.equal(pending.length, 1);
+    return pending;
   }
 
   /** Maps `blocks` blocks of the device of `mounts` with data. */
@@ -97,8 +115,7 @@ class World implements AsyncDisposable {
 
 Deno.test("space guard: Prepare and View are refused below min_free_space, everything else works", async () => {
   await using w = await World.create();
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
+  await w.base();
   const big = await w.s.prepare("big", "base");
   await w.s.prepare("small", "base");
   w.fill(big, 365); // 400 blocks: template and base share 2, leaving fewer than 40 (10%) free
@@ -135,8 +152,7 @@ Deno.test("space guard: Prepare and View are refused below min_free_space, every
 Deno.test("space guard: metadata is guarded more strictly, and the refusal names it", async () => {
   // 64 metadata blocks: 10% doubled is 13, the kernel's low-water mark (a quarter) 16
   await using w = await World.create({ metadataBlocks: 64 });
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
+  await w.base();
   let refused: unknown;
   const made: string[] = [];
   for (let i = 0; i < 64 && refused === undefined; i++) {
@@ -162,15 +178,8 @@ Deno.test("space guard: metadata is guarded more strictly, and the refusal names
 
 Deno.test("read-only pool: Remove and Cleanup say why and keep everything; reads work", async () => {
   await using w = await World.create();
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
-  await w.s.prepare("a", "base");
-  await w.s.prepare("b", "base");
   // a removal whose delete failed leaves a device for Cleanup
-  w.dm.injectFault({ op: "deleteThin", errno: "EIO" });
-  await w.s.remove("b");
-  const pending = w.s.pool.store.listDevices("deleting").map((d) => d.name);
-  assert.equal(pending.length, 1);
+  const pending = await w.pendingDeletion();
   const thinIds = w.dm.thinIds(POOL);
   w.dm.setPoolMode(POOL, "ro");
   await w.s.poolStatus();
@@ -222,8 +231,7 @@ Deno.test("read-only pool: async Remove only marks (works); Cleanup then says wh
 
 Deno.test("degraded start: a full pool serves reads and removals, refuses creations, says so", async () => {
   await using w = await World.create({ minFreeSpace: { percent: 0 } });
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
+  await w.base();
   const a = await w.s.prepare("a", "base");
   await w.s.prepare("b", "base");
   assert.throws(() => w.fill(a, 400), /No space left on device/);
@@ -251,14 +259,7 @@ Deno.test("degraded start: a full pool serves reads and removals, refuses creati
 
 Deno.test("degraded start: a read-only pool starts; pending deletions wait, their rows stay", async () => {
   await using w = await World.create();
-  await w.s.prepare("base-tmp", "");
-  await w.s.commit("base", "base-tmp");
-  await w.s.prepare("a", "base");
-  await w.s.prepare("b", "base");
-  w.dm.injectFault({ op: "deleteThin", errno: "EIO" });
-  await w.s.remove("b");
-  const pending = w.s.pool.store.listDevices("deleting").map((d) => d.name);
-  assert.equal(pending.length, 1);
+  const pending = await w.pendingDeletion();
   w.dm.setPoolMode(POOL, "ro");
   const s = await w.restart(); // the delete of the pending device would fail: start goes on
   assert.deepEqual(s.lastReconcile!.postponed, pending);
@@ -288,27 +289,25 @@ Deno.test("start: only a missing pool or a device that is not a thin-pool refuse
   await using w = await World.create();
   const root = await Deno.makeTempDir();
   try {
-    const base = {
-      rootPath: root,
-      baseImageSize: 16 * MiB,
-      fsType: "ext4" as const,
-      fsOptions: "",
-      asyncRemove: false,
-      discardBlocks: false,
-      dm: w.dm,
-      formatter: w.formatter,
-    };
+    const options = (poolName: string) =>
+      memorySnapshotterOptions({
+        rootPath: root,
+        poolName,
+        baseImageSize: 16 * MiB,
+        dm: w.dm,
+        formatter: w.formatter,
+      });
     await assert.rejects(
-      openSnapshotter({ ...base, poolName: "nopool" }),
+      openSnapshotter(options("nopool")),
       (e: unknown) => e instanceof UnavailableError && /no such device/.test(e.message),
     );
     await w.dm.create("linear0", "0 2048 linear /dev/loop0 0");
     await assert.rejects(
-      openSnapshotter({ ...base, poolName: "linear0" }),
+      openSnapshotter(options("linear0")),
       (e: unknown) => e instanceof InvalidArgumentError && /not a thin-pool/.test(e.message),
     );
     w.dm.setPoolMode(POOL, "fail");
-    const failed = await openSnapshotter({ ...base, poolName: POOL });
+    const failed = await openSnapshotter(options(POOL));
     await assert.rejects(failed.prepare("x", ""), /pool "spool" has failed/);
     await failed.close();
   } finally {

@@ -37,6 +37,7 @@ import {
 } from "../util/errors.ts";
 import {
   type DeviceRecord,
+  type ListedSnapshot,
   MetadataError,
   type MetadataStore,
   type SnapshotRecord,
@@ -189,7 +190,7 @@ export class DevmapperSnapshotter implements Snapshotter {
   }
 
   /** The Info of a record (read from the database for this call: nothing to copy). */
-  #info(s: SnapshotRecord): Info {
+  #info(s: ListedSnapshot): Info {
     return {
       name: s.key,
       parent: s.parentKey,

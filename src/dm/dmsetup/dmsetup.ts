@@ -13,9 +13,10 @@
  */
 import type { Logger } from "../../util/log.ts";
 import { silentLogger } from "../../util/log.ts";
+import { pathExists } from "../../util/fs.ts";
 import { commandError, DmError, isErrno } from "../errors.ts";
 import { validateDeviceName } from "../names.ts";
-import { createSnapMessage, createThinMessage, deleteThinMessage } from "../thin_messages.ts";
+import { checkMessageSector, ThinPoolMessages } from "../thin_messages.ts";
 import {
   INFO_COLUMNS,
   parseInfoAll,
@@ -53,16 +54,6 @@ export interface DmsetupOptions {
   nodeExists?: (path: string) => Promise<boolean>;
 }
 
-async function statExists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
 /** `dmsetup info` in the column format {@linkcode parseInfoLine} reads. */
 const INFO_ARGS: readonly string[] = [
   "info",
@@ -98,7 +89,7 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** The `dmsetup` backend of {@linkcode DeviceMapper}. */
-export class Dmsetup implements DeviceMapper {
+export class Dmsetup extends ThinPoolMessages implements DeviceMapper {
   readonly #runner: CommandRunner;
   readonly #logger: Logger;
   readonly #binary: string;
@@ -110,13 +101,14 @@ export class Dmsetup implements DeviceMapper {
 
   /** Creates the backend. */
   constructor(options: DmsetupOptions) {
+    super();
     this.#runner = options.runner;
     this.#logger = options.logger ?? silentLogger();
     this.#binary = options.binary ?? "dmsetup";
     this.#busyAttempts = Math.max(1, options.busyAttempts ?? 5);
     this.#busyBackoffMs = options.busyBackoffMs ?? 50;
     this.#timeoutMs = options.timeoutMs ?? 60_000;
-    this.#nodeExists = options.nodeExists ?? statExists;
+    this.#nodeExists = options.nodeExists ?? pathExists;
   }
 
   /** Processes spawned by the runner so far. */
@@ -274,30 +266,7 @@ export class Dmsetup implements DeviceMapper {
   /** `dmsetup message <name> <sector> <message>` (message is one argv element); returns the reply. */
   async message(name: string, sector: number, message: string): Promise<string> {
     validateDeviceName(name);
-    if (!Number.isSafeInteger(sector) || sector < 0) {
-      throw new DmError({
-        command: [],
-        exitCode: -1,
-        stderr: "",
-        errno: "EINVAL",
-        message: `Invalid message sector ${sector}`,
-      });
-    }
+    checkMessageSector(sector);
     return (await this.#run(["message", name, String(sector), message])).trim();
-  }
-
-  /** `create_thin <id>`; EEXIST when taken. */
-  async createThin(pool: string, id: number): Promise<void> {
-    await this.message(pool, 0, createThinMessage(id));
-  }
-
-  /** `create_snap <id> <originId>`; EEXIST when taken. */
-  async createSnap(pool: string, id: number, originId: number): Promise<void> {
-    await this.message(pool, 0, createSnapMessage(id, originId));
-  }
-
-  /** `delete <id>`; ENODATA when absent, EBUSY when active. */
-  async deleteThin(pool: string, id: number): Promise<void> {
-    await this.message(pool, 0, deleteThinMessage(id));
   }
 }

@@ -18,8 +18,8 @@
 import type { Logger } from "../../util/log.ts";
 import { silentLogger } from "../../util/log.ts";
 import { validateDeviceName } from "../names.ts";
-import { createSnapMessage, createThinMessage, deleteThinMessage } from "../thin_messages.ts";
-import { DmError, isErrno } from "../errors.ts";
+import { checkMessageSector, ThinPoolMessages } from "../thin_messages.ts";
+import { DmError, invalidArgument, isErrno } from "../errors.ts";
 import {
   decodeHeader,
   decodeKernelDev,
@@ -112,18 +112,15 @@ function settle<T>(op: () => T): Promise<T> {
   }
 }
 
-function invalid(message: string, cause?: unknown): DmError {
-  return new DmError({ command: [], exitCode: -1, stderr: "", errno: "EINVAL", message }, {
-    cause,
-  });
-}
-
 function parseTable(table: string): TargetSpec[] {
   try {
     return parseTableText(table);
   } catch (err) {
     if (err instanceof DmAbiError) {
-      throw invalid(`Invalid device-mapper table ${JSON.stringify(table)}: ${err.message}`, err);
+      throw invalidArgument(
+        `Invalid device-mapper table ${JSON.stringify(table)}: ${err.message}`,
+        err,
+      );
     }
     throw err;
   }
@@ -167,7 +164,7 @@ interface Reply {
 }
 
 /** The ioctl backend of {@linkcode DeviceMapper}. Call {@linkcode DmIoctl.close} when done. */
-export class DmIoctl implements DeviceMapper, Disposable {
+export class DmIoctl extends ThinPoolMessages implements DeviceMapper, Disposable {
   readonly #libc: Libc;
   readonly #fd: number;
   /** For the calls that may block (suspend). */
@@ -186,6 +183,7 @@ export class DmIoctl implements DeviceMapper, Disposable {
    * either fails (e.g. no `--allow-ffi`, no device-mapper in the kernel, not root).
    */
   constructor(options: DmIoctlOptions = {}) {
+    super();
     this.#logger = options.logger ?? silentLogger();
     this.#devDir = options.devDir ?? "/dev/mapper";
     this.#udev = options.udev ?? udevRunning();
@@ -564,14 +562,15 @@ export class DmIoctl implements DeviceMapper, Disposable {
 
   #message(name: string, sector: number, message: string): string {
     validateDeviceName(name);
-    if (!Number.isSafeInteger(sector) || sector < 0) {
-      throw invalid(`Invalid message sector ${sector}`);
-    }
+    checkMessageSector(sector);
     let payload: Uint8Array;
     try {
       payload = encodeTargetMessage(sector, message);
     } catch (err) {
-      throw invalid(`Invalid message ${JSON.stringify(message)}: ${(err as Error).message}`, err);
+      throw invalidArgument(
+        `Invalid message ${JSON.stringify(message)}: ${(err as Error).message}`,
+        err,
+      );
     }
     const { header, payload: reply } = this.#ioctlData(
       "TARGET_MSG",
@@ -580,21 +579,6 @@ export class DmIoctl implements DeviceMapper, Disposable {
     );
     if ((header.flags & DmFlag.DATA_OUT) === 0) return "";
     return readCString(reply, 0).trim();
-  }
-
-  /** `create_thin <id>`; EEXIST when taken. */
-  async createThin(pool: string, id: number): Promise<void> {
-    await this.message(pool, 0, createThinMessage(id));
-  }
-
-  /** `create_snap <id> <originId>`; EEXIST when taken. */
-  async createSnap(pool: string, id: number, originId: number): Promise<void> {
-    await this.message(pool, 0, createSnapMessage(id, originId));
-  }
-
-  /** `delete <id>`; ENODATA when absent, EBUSY when active. */
-  async deleteThin(pool: string, id: number): Promise<void> {
-    await this.message(pool, 0, deleteThinMessage(id));
   }
 }
 

@@ -5,7 +5,6 @@
  * resets, GOAWAY and shutdown. The snapshotter is the in-memory test double.
  */
 import assert from "node:assert/strict";
-import { createLogger } from "../../util/log.ts";
 import type { Timestamp } from "../../snapshots/types.ts";
 import {
   type MemorySnapshotter,
@@ -36,6 +35,7 @@ import {
 } from "../../../testing/h2_raw_client.ts";
 import { poll } from "../../../testing/poll.ts";
 import { serverConnections } from "../../../testing/socket_peers.ts";
+import { startTestServer, type TestServer } from "../../../testing/test_server.ts";
 import { decodeGrpcMessage } from "./grpc_wire.ts";
 import { encodeHeaders, type HeaderField } from "./h2/hpack.ts";
 import {
@@ -44,7 +44,7 @@ import {
   type WireInfoResponse,
   type WireListResponse,
 } from "../proto.ts";
-import { type RunningServer, type ServerOptions, startServer } from "../server.ts";
+import type { ServerOptions } from "../server.ts";
 import { MAX_MESSAGE_BYTES } from "../transport.ts";
 
 const T0: Timestamp = { seconds: 1_700_000_000, nanos: 5 };
@@ -71,54 +71,33 @@ function statBody(key: string): Uint8Array {
   return grpcMessage(statRequest.encode({ snapshotter: "x", key }));
 }
 
-interface Harness {
-  path: string;
+/** The native server of a memory snapshotter `s`, with raw HTTP/2 clients only. */
+interface Harness extends Omit<TestServer, "client"> {
   s: MemorySnapshotter;
-  server: RunningServer;
-  logs: string[];
-  /** A connected raw client after the handshake (with `settings`). */
+  /** A connected raw client after the handshake (with `settings`): {@linkcode TestServer.raw}. */
   client(settings?: [number, number][], options?: RawClientOptions): Promise<RawH2Client>;
-  /** A connected raw client, nothing sent. */
-  bare(options?: RawClientOptions): Promise<RawH2Client>;
-  [Symbol.asyncDispose](): Promise<void>;
 }
 
 async function harness(
   opts: MemorySnapshotterOptions & Partial<Omit<ServerOptions, "address" | "snapshotter">> = {},
 ): Promise<Harness> {
-  const dir = await Deno.makeTempDir({ prefix: "dmsnap-native-" });
-  const sock = `${dir}/s.sock`;
   const s = memorySnapshotter({ now: () => ({ ...T0 }), ...opts });
-  const logs: string[] = [];
-  const server = await startServer({
+  const served = await startTestServer({
+    prefix: "dmsnap-native-",
     transport: "native",
-    address: sock,
     snapshotter: s,
-    logger: createLogger({ level: "debug", write: (l) => logs.push(l) }),
     ...opts,
   });
-  const clients: RawH2Client[] = [];
-  const bare = async (options?: RawClientOptions) => {
-    const c = await RawH2Client.connect(sock, options);
-    clients.push(c);
-    return c;
-  };
   return {
-    path: sock,
+    path: served.path,
+    dir: served.dir,
     s,
-    server,
-    logs,
-    bare,
-    async client(settings = [], options) {
-      const c = await bare(options);
-      await c.handshake(settings);
-      return c;
-    },
-    async [Symbol.asyncDispose]() {
-      for (const c of clients) await c.close();
-      await server.close();
-      Deno.removeSync(dir, { recursive: true });
-    },
+    server: served.server,
+    logs: served.logs,
+    bare: served.bare,
+    raw: served.raw,
+    client: served.raw,
+    [Symbol.asyncDispose]: () => served[Symbol.asyncDispose](),
   };
 }
 
