@@ -6,15 +6,14 @@
  * `lvextend` of the pool while a container runs on it lifts the refusal at once.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { poll } from "../../testing/poll.ts";
 import { poolThinIds } from "../kernel/fixtures.ts";
-import { createLvmTestEnv, LVM_ENV, lvmRun, lvmSh } from "../kernel/lvm_fixtures.ts";
+import { createLvmTestEnv, LVM_ENV, lvmRun, lvmSh, lvsRows } from "../kernel/lvm_fixtures.ts";
+import { ROOT, runMain } from "../kernel/main_fixtures.ts";
 import { PROXY_SNAPSHOTTER, startE2eEnv } from "./environment.ts";
 import { buildTestImage } from "./image.ts";
 import { requireServerEntryPoint } from "./snapshotter_server.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MiB = 1024 * 1024;
 /** The server refuses new snapshots below this much free data space. */
 const MIN_FREE_MIB = 40;
@@ -54,28 +53,11 @@ Deno.test("e2e: containerd runs containers on an LVM thin pool; lvextend while s
   assert.equal(poolName, `${vg.replaceAll("-", "--")}-containerd--pool`);
   // `pool status --lvm`: the kernel's view of the pool and LVM's
   const status = async (): Promise<PoolJson> => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--no-check",
-        "main.ts",
-        "pool",
-        "status",
-        "--lvm",
-        vg,
-        "--name",
-        lv,
-        "--json",
-      ],
-      cwd: ROOT,
+    const out = await runMain(["pool", "status", "--lvm", vg, "--name", lv, "--json"], {
       env: LVM_ENV,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-    assert.equal(out.code, 0, text(out.stderr));
-    return JSON.parse(text(out.stdout));
+    });
+    assert.equal(out.code, 0, out.err);
+    return JSON.parse(out.out);
   };
 
   const imageDir = await Deno.makeTempDir({ prefix: "e2e-image-" });
@@ -164,19 +146,7 @@ Deno.test("e2e: containerd runs containers on an LVM thin pool; lvextend while s
       "/marker",
     ]);
     assert.equal(look.stdout, "alive");
-    const [{ lv_size }] = JSON.parse(
-      await lvmSh(
-        "lvs",
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "lv_size",
-        `${vg}/${lv}`,
-      ),
-    ).report[0].lv;
+    const [{ lv_size }] = await lvsRows(`${vg}/${lv}`, ["lv_size"]);
     assert.equal(Number(lv_size), 160 * MiB);
 
     console.log(

@@ -14,36 +14,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { poll } from "../../testing/poll.ts";
 import { requireKernel, sh, shTry } from "./fixtures.ts";
+import { runSeed, seeded } from "./seeds.ts";
 import { createTestSnapshotter, thinDevicesOn, withMount } from "./snapshot_fixtures.ts";
 
 const ITERATIONS = 20;
 
 /** Environment variable with the seed of a run to replay. */
 const SEED_ENV = "DMSNAP_TEST_CRASH_SEED";
-
-/** The seed of this run: from {@linkcode SEED_ENV}, else a fresh random one. */
-function runSeed(): number {
-  const text = Deno.env.get(SEED_ENV);
-  if (text === undefined || text === "") return crypto.getRandomValues(new Uint32Array(1))[0];
-  const seed = Number(text);
-  if (!Number.isSafeInteger(seed) || seed < 0 || seed > 0xffffffff) {
-    throw new Error(`Cannot replay the crash test: ${SEED_ENV}=${text} is not a 32-bit seed`);
-  }
-  return seed;
-}
-
-/** xorshift32 from `seed`: `next(n)` is in 0..n-1; the same seed gives the same sequence. */
-function seeded(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 0x9e3779b9;
-  return (n) => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x % n;
-  };
-}
 
 interface Committed {
   name: string;
@@ -102,7 +79,7 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
   let leaked = 0;
   let lost = 0;
   let undone = 0;
-  const seed = runSeed();
+  const seed = runSeed(SEED_ENV, "the crash test");
   const random = seeded(seed);
   console.log(
     `crash test: seed ${seed} (replay: ${SEED_ENV}=${seed} deno run -A tests/run.ts ` +

@@ -27,19 +27,33 @@ export interface CommandResult {
   stderr: string;
 }
 
+/** Environment added to every command {@linkcode runCommand} runs unless told otherwise. */
+export const COMMAND_ENV: Readonly<Record<string, string>> = {
+  LC_ALL: "C",
+  DM_DISABLE_UDEV: "1",
+};
+
+/** Options for {@linkcode runCommand}. */
+export interface RunCommandOptions {
+  /** Working directory (default: this process's). */
+  cwd?: string;
+  /** Variables added to the inherited environment (default {@linkcode COMMAND_ENV}). */
+  env?: Readonly<Record<string, string>>;
+}
+
 /**
- * Runs `cmd` with `args` (in `cwd` when given) under `LC_ALL=C` and `DM_DISABLE_UDEV=1`, and
- * returns its exit code and output, whatever the code.
+ * Runs `cmd` with `args` (in `cwd` when given) under `env` (default `LC_ALL=C` and
+ * `DM_DISABLE_UDEV=1`), and returns its exit code and output, whatever the code.
  */
 export async function runCommand(
   cmd: string,
   args: string[],
-  options: { cwd?: string } = {},
+  options: RunCommandOptions = {},
 ): Promise<CommandResult> {
   const out = await new Deno.Command(cmd, {
     args,
     cwd: options.cwd,
-    env: { LC_ALL: "C", DM_DISABLE_UDEV: "1" },
+    env: options.env ?? COMMAND_ENV,
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -50,13 +64,17 @@ export async function runCommand(
   };
 }
 
-/** Runs a command; throws with its stderr unless it succeeds. Returns trimmed stdout. */
-export async function sh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await runCommand(cmd, args);
+/** The stdout of `out`, which `cmd args...` returned; throws with its output unless it succeeded. */
+export function stdoutOf(cmd: string, args: string[], out: CommandResult): string {
   if (out.code !== 0) {
     throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${out.stderr || out.stdout}`);
   }
   return out.stdout;
+}
+
+/** Runs a command; throws with its stderr unless it succeeds. Returns trimmed stdout. */
+export async function sh(cmd: string, ...args: string[]): Promise<string> {
+  return stdoutOf(cmd, args, await runCommand(cmd, args));
 }
 
 /** Like {@linkcode sh} but returns the exit code and output instead of throwing. */

@@ -17,7 +17,13 @@
  * @module
  */
 import { poll } from "../../testing/poll.ts";
-import { type CommandResult, requireKernel, thinDevicesOn } from "./fixtures.ts";
+import {
+  type CommandResult,
+  requireKernel,
+  runCommand,
+  stdoutOf,
+  thinDevicesOn,
+} from "./fixtures.ts";
 
 /** LVM's configuration directory for kernel tests (guest tmpfs; the same for every test). */
 export const LVM_SYSTEM_DIR = "/tmp/dmsnap-lvm";
@@ -40,32 +46,17 @@ export const LVM_ENV: Readonly<Record<string, string>> = {
 const DMEVENTD_PID = "/run/dmeventd.pid";
 
 /** Runs `cmd` with {@linkcode LVM_ENV}; returns the exit code and trimmed output. */
-export async function lvmRun(
+export function lvmRun(
   cmd: string,
   args: string[],
   options: { cwd?: string } = {},
 ): Promise<CommandResult> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    cwd: options.cwd,
-    env: LVM_ENV,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout).trim(),
-    stderr: new TextDecoder().decode(out.stderr).trim(),
-  };
+  return runCommand(cmd, args, { ...options, env: LVM_ENV });
 }
 
 /** Like {@linkcode lvmRun}, but throws with the command's output unless it succeeds. */
 export async function lvmSh(cmd: string, ...args: string[]): Promise<string> {
-  const out = await lvmRun(cmd, args);
-  if (out.code !== 0) {
-    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}): ${out.stderr || out.stdout}`);
-  }
-  return out.stdout;
+  return stdoutOf(cmd, args, await lvmRun(cmd, args));
 }
 
 /** One LV as `lvs --reportformat json` reports it, with the fields asked for. */

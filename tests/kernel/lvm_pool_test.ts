@@ -5,7 +5,6 @@
  * as it fills; `pool status --lvm` and `pool destroy --lvm`.
  */
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { lvmProfileText } from "../../src/pool/lvm_pool.ts";
 import { poll } from "../../testing/poll.ts";
 import { dmNames, sh } from "./fixtures.ts";
@@ -17,8 +16,8 @@ import {
   lvmSh,
   lvsRows,
 } from "./lvm_fixtures.ts";
+import { type MainResult, ROOT, runMain } from "./main_fixtures.ts";
 
-const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MiB = 1024 * 1024;
 /** The script the README's production steps run. */
 const DEPLOY_SCRIPT = "deploy/lvm-thin-pool.sh";
@@ -34,19 +33,8 @@ async function deployScript(...args: string[]) {
 }
 
 /** Runs `main.ts pool args...` with the test LVM environment. */
-async function poolCli(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-check", "main.ts", "pool", ...args],
-    cwd: ROOT,
-    env: LVM_ENV,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    out: new TextDecoder().decode(out.stdout),
-    err: new TextDecoder().decode(out.stderr),
-  };
+function poolCli(...args: string[]): Promise<MainResult> {
+  return runMain(["pool", ...args], { env: LVM_ENV });
 }
 
 /** The target of the first line of `dmsetup table name`. */

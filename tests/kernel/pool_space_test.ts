@@ -16,12 +16,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import {
-  connectSnapshots,
-  isServiceError,
-  type SnapshotsClient,
-} from "../../testing/snapshots_client.ts";
-import { poll, timedOut } from "../../testing/poll.ts";
+import { connectSnapshots, type SnapshotsClient } from "../../testing/snapshots_client.ts";
+import { grpcError } from "../../testing/grpc_error.ts";
+import { poll } from "../../testing/poll.ts";
 import { type RunningServer, startServer } from "../../src/server/server.ts";
 import { createLogger } from "../../src/util/log.ts";
 import { parsePoolParams } from "../../src/dm/parse.ts";
@@ -34,9 +31,9 @@ import {
   type SnapshotterSettings,
 } from "../../src/snapshotter/snapshotter.ts";
 import { createTestPool, requireKernel, sh, shTry, type TestPool } from "./fixtures.ts";
+import { spawnServe, writeServeConfig } from "./main_fixtures.ts";
 import { mountAll, realStack, testSettings, unmount, withMount } from "./snapshot_fixtures.ts";
 
-const ROOT = new URL("../../", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 /** "Within about a second": the bound every answer on a full pool must keep, ms. */
 const ANSWER_BOUND_MS = 1500;
@@ -60,17 +57,6 @@ async function reloadPool(pool: TestPool, table: string): Promise<void> {
   await sh("dmsetup", "reload", pool.name, "--table", table);
   await sh("dmsetup", "suspend", pool.name);
   await sh("dmsetup", "resume", pool.name);
-}
-
-/** The gRPC error of a call that must fail. */
-async function grpcError(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(isServiceError(err), `expected a gRPC error, got ${err}`);
-    return { code: err.code, details: err.details };
-  }
-  assert.fail("expected the call to fail");
 }
 
 /** Answer latencies of RPCs, by label. */
@@ -380,7 +366,13 @@ Deno.test("pool space: metadata nearly full is refused by the guard; full, the p
     await srv.stop();
 
     // `serve` starts on the read-only pool instead of exiting: degraded, logged at error level
-    const served = await spawnServe(pool, settings);
+    const config = join(pool.dir, "config.toml");
+    await writeServeConfig(config, settings);
+    const served = await spawnServe({
+      config,
+      socket: join(pool.dir, "serve", "s.sock"),
+      timeoutMs: 60_000,
+    });
     try {
       assert.match(
         served.log(),
@@ -454,50 +446,3 @@ Deno.test("pool space: metadata nearly full is refused by the guard; full, the p
     await srv.stop();
   }
 });
-
-/** Runs `main.ts serve` on `settings` as its own process; resolves once it serves. */
-async function spawnServe(pool: TestPool, settings: SnapshotterSettings) {
-  const config = join(pool.dir, "config.toml");
-  const socket = join(pool.dir, "serve", "s.sock");
-  await Deno.writeTextFile(
-    config,
-    [
-      `pool_name = "${settings.poolName}"`,
-      `root_path = "${settings.rootPath}"`,
-      `base_image_size = "${settings.baseImageSize}"`,
-      "",
-    ].join("\n"),
-  );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-check", "main.ts", "serve", "--config", config, "--address", socket],
-    cwd: ROOT,
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const lines: string[] = [];
-  const drained = (async () => {
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) lines.push(chunk);
-  })();
-  let exited = false;
-  child.status.then(() => (exited = true));
-  const serving = await poll(
-    () => exited || lines.join("").includes('msg="serving"'),
-    "serve to log that it serves",
-    { timeoutMs: 60_000, intervalMs: 50 },
-  ).catch(timedOut);
-  if (!serving || exited) {
-    if (!exited) child.kill("SIGKILL");
-    await drained;
-    throw new Error(`serve did not start: ${lines.join("")}`);
-  }
-  return {
-    socket,
-    log: () => lines.join(""),
-    async stop(): Promise<Deno.CommandStatus> {
-      child.kill("SIGTERM");
-      const status = await child.status;
-      await drained;
-      return status;
-    },
-  };
-}

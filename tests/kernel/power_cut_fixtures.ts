@@ -1,8 +1,9 @@
 /**
  * Helpers of the power-cut test: the disk it records (one loop device under a `log-writes`
  * target, cut into the pool's metadata, the pool's data and the filesystem of `root_path`),
- * the seeded random choices, and the model that says, for a cut after a given log entry,
- * which snapshots must exist, which must not, and which may go either way.
+ * how many cuts and operations to make (the seeded choices are in tests/kernel/seeds.ts), and
+ * the model that says, for a cut after a given log entry, which snapshots must exist, which
+ * must not, and which may go either way.
  *
  * The model's rule: an operation whose `end` mark lies before the cut returned before the
  * power went, so its effect must be there; one whose `begin` mark lies after the cut had not
@@ -25,17 +26,6 @@ export function ioctlStack() {
   return { logger, runner, dm: new DmIoctl({ logger }), formatter: createFormatter(runner) };
 }
 
-/** A 32-bit seed from environment variable `name`, else a fresh random one. */
-export function runSeed(name: string): number {
-  const text = Deno.env.get(name);
-  if (text === undefined || text === "") return crypto.getRandomValues(new Uint32Array(1))[0];
-  const seed = Number(text);
-  if (!Number.isSafeInteger(seed) || seed < 0 || seed > 0xffffffff) {
-    throw new Error(`Cannot replay the power-cut test: ${name}=${text} is not a 32-bit seed`);
-  }
-  return seed;
-}
-
 /** A positive integer from environment variable `name`, else `fallback`. */
 export function countFromEnv(name: string, fallback: number): number {
   const text = Deno.env.get(name);
@@ -45,19 +35,6 @@ export function countFromEnv(name: string, fallback: number): number {
     throw new Error(`Cannot run the power-cut test: ${name}=${text} is not a positive integer`);
   }
   return n;
-}
-
-/** xorshift32 from `seed`: `next(n)` is in 0..n-1; the same seed gives the same sequence. */
-export function seeded(seed: number): (n: number) => number {
-  let x = seed >>> 0 || 0x9e3779b9;
-  return (n) => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x % n;
-  };
 }
 
 /** Where each part lives on the recorded disk, in 512-byte sectors. */

@@ -56,11 +56,10 @@ import {
   lifecycles,
   parseEvents,
   poolTable,
-  runSeed,
-  seeded,
   type Slices,
   type WorkerEvent,
 } from "./power_cut_fixtures.ts";
+import { runSeed, seeded } from "./seeds.ts";
 import {
   isDurablePoint,
   LOG_DISCARD,
@@ -181,7 +180,7 @@ interface Recording {
 Deno.test("power cut: every operation that returned survives a cut anywhere in the log", async () => {
   requireKernel();
   const started = performance.now();
-  const seed = runSeed(SEED_ENV);
+  const seed = runSeed(SEED_ENV, "the power-cut test");
   const cutCount = countFromEnv(CUTS_ENV, 50);
   const opCount = countFromEnv(OPS_ENV, 40);
   const random = seeded(seed);

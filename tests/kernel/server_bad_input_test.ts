@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { status as GrpcStatus } from "@grpc/grpc-js";
 import { connectSnapshots, isServiceError } from "../../testing/snapshots_client.ts";
+import { grpcError } from "../../testing/grpc_error.ts";
 import {
   grpcMessage,
   grpcRequestHeaders,
@@ -17,29 +18,19 @@ import {
   RawH2Client,
 } from "../../testing/h2_raw_client.ts";
 import { rssBytes } from "../../testing/memory_server_process.ts";
-import { poll, timedOut } from "../../testing/poll.ts";
+import { poll } from "../../testing/poll.ts";
 import { serverConnections } from "../../testing/socket_peers.ts";
 import { startServer } from "../../src/server/server.ts";
 import { SNAPSHOTS_SERVICE } from "../../src/server/proto.ts";
 import { MAX_LABEL_SIZE, MAX_LABELS_TOTAL_SIZE } from "../../src/snapshots/labels.ts";
 import { createLogger } from "../../src/util/log.ts";
 import { requireKernel } from "./fixtures.ts";
+import { serveTestSnapshotter } from "./main_fixtures.ts";
 import { createTestSnapshotter } from "./snapshot_fixtures.ts";
 
-const ROOT = new URL("../../", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 /** A `~=` expression that takes a good part of a second per 4,000-"a" label. */
 const SLOW_REGEX = "labels.x~=(a|aa?){1000}$";
-
-async function grpcError(p: Promise<unknown>, what: string) {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(isServiceError(err), `${what}: expected a gRPC error, got ${err}`);
-    return { code: err.code, details: err.details };
-  }
-  assert.fail(`${what}: expected the call to fail`);
-}
 
 function fullLabels(n: number, prefix = "l"): Record<string, string> {
   const labels: Record<string, string> = {};
@@ -158,59 +149,11 @@ Deno.test("server_bad_input: a long ~= List on the real snapshotter holds neithe
   t.snapshotter = await t.reopen(); // close() closed it; disposal closes an open one
 });
 
-/** `main.ts serve` on the test pool; resolves once it serves. */
-async function spawnServe(
-  t: { pool: { dir: string; name: string }; settings: { rootPath: string } },
-) {
-  const config = join(t.pool.dir, "config.toml");
-  const socket = join(t.pool.dir, "srv", "s.sock");
-  await Deno.writeTextFile(
-    config,
-    `pool_name = "${t.pool.name}"\nroot_path = "${t.settings.rootPath}"\nbase_image_size = "32MB"\n`,
-  );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-check", "main.ts", "serve", "--config", config, "--address", socket],
-    cwd: ROOT,
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let log = "";
-  const drained = (async () => {
-    for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) log += text;
-  })();
-  let exited = false;
-  const status = child.status.then((s) => {
-    exited = true;
-    return s;
-  });
-  const serving = await poll(() => exited || log.includes('msg="serving"'), "serve to serve", {
-    timeoutMs: 30_000,
-    intervalMs: 50,
-  }).catch(timedOut);
-  if (!serving || exited) {
-    if (!exited) child.kill("SIGKILL");
-    throw new Error(`serve did not start: ${log}`);
-  }
-  return {
-    socket,
-    pid: child.pid,
-    log: () => log,
-    async sigterm(): Promise<{ code: number; ms: number }> {
-      const t0 = performance.now();
-      child.kill("SIGTERM");
-      const { code } = await status;
-      const ms = performance.now() - t0;
-      await drained;
-      return { code, ms };
-    },
-  };
-}
-
 Deno.test("server_bad_input: `main.ts serve` ends on SIGTERM within its shutdown timeout during a long List", async () => {
   requireKernel();
   await using t = await createTestSnapshotter();
   await t.snapshotter.close(); // the served process owns the pool from here
-  const serve = await spawnServe(t);
+  const serve = await serveTestSnapshotter(t);
   const c = connectSnapshots(serve.socket);
   try {
     for (let i = 0; i < 20; i++) await c.prepare(`s/${i}`, "", { x: "a".repeat(4000) });
@@ -218,7 +161,7 @@ Deno.test("server_bad_input: `main.ts serve` ends on SIGTERM within its shutdown
     const t0 = performance.now();
     await c.stat("s/0");
     const statMs = performance.now() - t0;
-    const { code, ms } = await serve.sigterm();
+    const { code, ms } = await serve.stop();
     console.log(
       `serve: a Stat took ${statMs.toFixed(1)} ms during a ~= List; exit ${ms.toFixed(0)} ms ` +
         `after SIGTERM (shutdown timeout 10000 ms)`,
@@ -238,7 +181,7 @@ Deno.test("server_bad_input: 12 unfinished 15 MiB requests grow `main.ts serve` 
   requireKernel();
   await using t = await createTestSnapshotter();
   await t.snapshotter.close();
-  const serve = await spawnServe(t);
+  const serve = await serveTestSnapshotter(t);
   const c = await RawH2Client.connect(serve.socket);
   try {
     await c.handshake();
@@ -273,7 +216,7 @@ Deno.test("server_bad_input: 12 unfinished 15 MiB requests grow `main.ts serve` 
     assert.ok(during - before < 64 * MiB, `RSS grew by ${mb(during - before)}`);
   } finally {
     if (!c.eof) await c.close().catch(() => {});
-    const { code } = await serve.sigterm();
+    const { code } = await serve.stop();
     assert.equal(code, 0, serve.log());
   }
   t.snapshotter = await t.reopen();

@@ -6,26 +6,15 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { status as GrpcStatus } from "@grpc/grpc-js";
-import { connectSnapshots, isServiceError } from "../../testing/snapshots_client.ts";
+import { connectSnapshots } from "../../testing/snapshots_client.ts";
+import { grpcError } from "../../testing/grpc_error.ts";
 import { startServer } from "../../src/server/server.ts";
 import { createLogger } from "../../src/util/log.ts";
 import { bindNotifyReceiver } from "../../testing/notify_receiver.ts";
-import { poll, timedOut } from "../../testing/poll.ts";
 import { runStressClient } from "../../testing/stress_run.ts";
 import { requireKernel, shTry } from "./fixtures.ts";
+import { runMain, serveTestSnapshotter, spawnServe } from "./main_fixtures.ts";
 import { createTestSnapshotter, withMount } from "./snapshot_fixtures.ts";
-
-const ROOT = new URL("../../", import.meta.url).pathname;
-
-async function grpcError(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(isServiceError(err), `expected a gRPC error, got ${err}`);
-    return { code: err.code, details: err.details };
-  }
-  assert.fail("expected the call to fail");
-}
 
 function nowNs(): bigint {
   return BigInt(Date.now()) * 1_000_000n;
@@ -132,66 +121,17 @@ Deno.test("server_rpc: every RPC over the socket against the real snapshotter", 
   await assert.rejects(Deno.lstat(socket), Deno.errors.NotFound);
 });
 
-/** Spawns `deno run -A main.ts serve --config FILE --address SOCKET`; resolves once it serves. */
-async function spawnServe(config: string, socket: string, env: Record<string, string> = {}) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--no-check", "main.ts", "serve", "--config", config, "--address", socket],
-    cwd: ROOT,
-    env,
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const lines: string[] = [];
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const drained = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      lines.push(value);
-    }
-  })();
-  let exited = false;
-  child.status.then(() => exited = true);
-  const serving = await poll(
-    () => exited || lines.join("").includes('msg="serving"'),
-    "serve to log that it serves",
-    { timeoutMs: 30_000, intervalMs: 50 },
-  ).catch(timedOut);
-  if (!serving || exited) {
-    if (!exited) child.kill("SIGKILL");
-    throw new Error(`serve did not start: ${lines.join("")}`);
-  }
-  return {
-    child,
-    log: () => lines.join(""),
-    async stop(): Promise<Deno.CommandStatus> {
-      child.kill("SIGTERM");
-      const status = await child.status;
-      await drained;
-      return status;
-    },
-  };
-}
-
 Deno.test("server_rpc: `main.ts serve --config --address` serves, stops on SIGTERM, restarts with state", async () => {
   requireKernel();
   await using t = await createTestSnapshotter();
   await t.snapshotter.close(); // the served process owns the pool from here
-  const config = join(t.pool.dir, "config.toml");
-  const socket = join(t.pool.dir, "srv", "s.sock");
-  await Deno.writeTextFile(
-    config,
-    [
-      `pool_name = "${t.pool.name}"`,
-      `root_path = "${t.settings.rootPath}"`,
-      `base_image_size = "32MB"`,
-      `log_level = "debug"`,
-      "",
-    ].join("\n"),
-  );
   // started as a systemd Type=notify unit would be
   using notifications = bindNotifyReceiver(join(t.pool.dir, "notify.sock"));
-  const first = await spawnServe(config, socket, { NOTIFY_SOCKET: notifications.address });
+  const first = await serveTestSnapshotter(t, {
+    logLevel: "debug",
+    env: { NOTIFY_SOCKET: notifications.address },
+  });
+  const { config, socket } = first;
   assert.equal(await notifications.next(), `STATUS=opening pool ${t.pool.name}`);
   assert.equal(await notifications.next(), `READY=1\nSTATUS=serving on ${socket}`);
   let c = connectSnapshots(socket);
@@ -210,7 +150,7 @@ Deno.test("server_rpc: `main.ts serve --config --address` serves, stops on SIGTE
   assert.match(first.log(), /msg="stopped"/);
   await assert.rejects(Deno.lstat(socket), Deno.errors.NotFound);
 
-  const second = await spawnServe(config, socket);
+  const second = await spawnServe({ config, socket });
   c = connectSnapshots(socket);
   try {
     assert.equal((await c.stat("k/2")).kind, "committed");
@@ -218,24 +158,9 @@ Deno.test("server_rpc: `main.ts serve --config --address` serves, stops on SIGTE
     assert.equal(view.kind, "view");
     assert.equal(view.parent, "k/2");
     // a second instance on the same socket is refused and leaves the first one alone
-    const dup = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--no-check",
-        "main.ts",
-        "serve",
-        "--config",
-        config,
-        "--address",
-        socket,
-      ],
-      cwd: ROOT,
-      stdout: "null",
-      stderr: "piped",
-    }).output();
+    const dup = await runMain(["serve", "--config", config, "--address", socket]);
     assert.equal(dup.code, 1);
-    assert.match(new TextDecoder().decode(dup.stderr), /another server is already listening/);
+    assert.match(dup.err, /another server is already listening/);
     assert.equal((await c.stat("k/2")).name, "k/2");
     await c.remove("k/3");
     await c.remove("k/2");
@@ -250,13 +175,8 @@ Deno.test("server_rpc: cross-process hammer against the real snapshotter", async
   requireKernel();
   await using t = await createTestSnapshotter();
   await t.snapshotter.close();
-  const config = join(t.pool.dir, "config.toml");
-  const socket = join(t.pool.dir, "srv", "s.sock");
-  await Deno.writeTextFile(
-    config,
-    `pool_name = "${t.pool.name}"\nroot_path = "${t.settings.rootPath}"\nbase_image_size = "32MB"\n`,
-  );
-  const serve = await spawnServe(config, socket);
+  const serve = await serveTestSnapshotter(t);
+  const { socket } = serve;
   const items = 10;
   const c = connectSnapshots(socket);
   try {
@@ -284,17 +204,7 @@ Deno.test("server_rpc: `pool create|status|destroy` manage a loop pool", async (
   requireKernel();
   const dir = await Deno.makeTempDir({ prefix: "dmsnap-poolcli-" });
   const name = `clipool-${crypto.randomUUID().slice(0, 8)}`;
-  const cli = (...args: string[]) =>
-    new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--no-check", "main.ts", "pool", ...args],
-      cwd: ROOT,
-      stdout: "piped",
-      stderr: "piped",
-    }).output().then((o) => ({
-      code: o.code,
-      out: new TextDecoder().decode(o.stdout),
-      err: new TextDecoder().decode(o.stderr),
-    }));
+  const cli = (...args: string[]) => runMain(["pool", ...args]);
   try {
     const created = await cli(
       "create",
