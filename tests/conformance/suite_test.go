@@ -62,7 +62,9 @@ type testPool struct {
 
 func createPool(dir string) (*testPool, error) {
 	name := fmt.Sprintf("dmsnap-suite-%d-%d", os.Getpid(), atomic.AddInt32(&poolSeq, 1))
-	const dataBytes = 1 << 30
+	// 2 GiB (sparse): xfs's 300 MiB devices with their 64 MiB logs, 128 layers deep, must stay
+	// clear of the server's min_free_space guard (10% by default), which refuses new snapshots
+	const dataBytes = 2 << 30
 	files := map[string]int64{"data": dataBytes, "meta": 32 << 20}
 	loops := map[string]string{}
 	for file, size := range files {
