@@ -50,6 +50,7 @@ import {
   snapshotRound,
   type Target,
 } from "./workload.ts";
+import { benchInKernel } from "./in_kernel.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -315,25 +316,10 @@ async function inKernel(): Promise<void> {
 }
 
 if (import.meta.main) {
-  if (Deno.env.get("DMSNAP_IN_KERNEL") === "1") {
-    await inKernel();
-  } else {
-    const { runInKernel } = await import("../tests/uml/launcher.ts");
-    const load = async () => (await Deno.readTextFile("/proc/loadavg")).trim();
-    console.log(
-      `Host load average before: ${await load()} (${navigator.hardwareConcurrency} CPUs)`,
-    );
-    console.log("Booting user-mode Linux for the benchmark…");
-    const result = await runInKernel({
-      command: [Deno.execPath(), "run", "-A", "bench/run.ts", ...Deno.args],
-      stream: true,
-      timeoutMs: 20 * 60_000,
-    });
-    if (result.code < 0) console.error(result.console.slice(-3000));
-    console.log(
-      `Host load average after: ${await load()} — the guest shares the host's CPUs, so other ` +
-        "work on the host (e.g. concurrent kernel tests) adds noise to both snapshotters.",
-    );
-    Deno.exit(result.code === 0 ? 0 : 1);
-  }
+  await benchInKernel({
+    script: "bench/run.ts",
+    what: "the benchmark",
+    timeoutMs: 20 * 60_000,
+    measure: inKernel,
+  });
 }

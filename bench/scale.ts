@@ -43,6 +43,7 @@ import {
 import { createScaleServer, type StartTiming } from "./scale_server.ts";
 import { fmt, formatColumns, median } from "./stats.ts";
 import { straceAvailable } from "./syscall_count.ts";
+import { benchInKernel } from "./in_kernel.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -272,22 +273,10 @@ async function inKernel(): Promise<void> {
 }
 
 if (import.meta.main) {
-  if (Deno.env.get("DMSNAP_IN_KERNEL") === "1") {
-    await inKernel();
-  } else {
-    const { runInKernel } = await import("../tests/uml/launcher.ts");
-    const load = async () => (await Deno.readTextFile("/proc/loadavg")).trim();
-    console.log(
-      `Host load average before: ${await load()} (${navigator.hardwareConcurrency} CPUs)`,
-    );
-    console.log("Booting user-mode Linux for the scale benchmark…");
-    const result = await runInKernel({
-      command: [Deno.execPath(), "run", "-A", "bench/scale.ts", ...Deno.args],
-      stream: true,
-      timeoutMs: 4 * 60 * 60_000,
-    });
-    if (result.code < 0) console.error(result.console.slice(-3000));
-    console.log(`Host load average after: ${await load()}`);
-    Deno.exit(result.code === 0 ? 0 : 1);
-  }
+  await benchInKernel({
+    script: "bench/scale.ts",
+    what: "the scale benchmark",
+    timeoutMs: 4 * 60 * 60_000,
+    measure: inKernel,
+  });
 }
