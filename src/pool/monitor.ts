@@ -10,8 +10,8 @@
  *   refuses (unhealthy, or free space below `min_free_space`) and was not read by this very
  *   check is read again before refusing, so a pool that recovered (space freed, pool extended,
  *   repaired) is used at once;
- * - a deletion is refused only on a pool that cannot change (read-only, failed) as read at
- *   most {@link STATUS_CACHE_MS} ago, and read again before refusing;
+ * - a deletion is refused only on a pool that cannot change (read-only, failed) as last read,
+ *   and read again before refusing: deletions add no device-mapper call;
  * - at most one status read is in flight; a failed read is forgotten, never cached;
  * - every status read is compared with the last one: a change of the pool's state (mode,
  *   needs_check, data or metadata below the guard) is logged once, at warn for space, error for
@@ -119,19 +119,20 @@ export class PoolMonitor {
 
   /**
    * Refuses to delete devices on a pool that cannot change (read-only, failed) with a
-   * `FailedPreconditionError` that starts with `what`. Uses a status at most
-   * {@link STATUS_CACHE_MS} old (reads one when the last is older); a status that cannot be
-   * read refuses nothing (the pool itself then says what is wrong).
+   * `FailedPreconditionError` that starts with `what`. Judges the last status read (by the
+   * checks before Prepare/View, Usage, or an earlier refusal), whatever its age, and reads it
+   * again before refusing: a deletion adds no device-mapper call. A pool that turned read-only
+   * since the last read is found by the deletion itself, whose device row then stays `deleting`
+   * for Cleanup or the next start: nothing is lost either way. A status that cannot be read
+   * refuses nothing (the pool itself then says what is wrong).
    */
   async checkDeletable(what: string): Promise<void> {
     const refuses = (s: PoolStatus | undefined) => {
       const problem = s && this.problem(s);
       return problem && !problem.canDelete ? problem : undefined;
     };
-    const readNow = () => this.poolStatus().catch(() => undefined);
-    const fresh = !this.#pool || this.#age() > STATUS_CACHE_MS;
-    let problem = refuses(fresh ? await readNow() : this.#pool);
-    if (problem && !fresh) problem = refuses(await readNow());
+    if (!refuses(this.#pool)) return;
+    const problem = refuses(await this.poolStatus().catch(() => undefined));
     if (problem) throw deletionError(problem, what);
   }
 
