@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { MetadataError, MetadataStore, mountPointOf, NoMetadataError, openStore } from "./store.ts";
+import {
+  LIST_PAGE_SQL,
+  MetadataError,
+  MetadataStore,
+  mountPointOf,
+  NoMetadataError,
+  openStore,
+} from "./store.ts";
 import { DatabaseSync } from "node:sqlite";
 import { errorKind } from "../util/errors.ts";
 
@@ -440,5 +447,23 @@ Deno.test("store: pages of snapshots cover every ready one once, in key order, w
     assert.deepEqual(paged, all);
   } finally {
     store.close();
+  }
+});
+
+Deno.test("store: a page of List reads on the key index and sorts nothing", () => {
+  const { path } = populatedDb();
+  openStore(path).close(); // the current schema, with its indexes
+  const db = new DatabaseSync(path);
+  try {
+    const plan = (db.prepare(`EXPLAIN QUERY PLAN ${LIST_PAGE_SQL}`).all("", 500) as {
+      detail: string;
+    }[]).map((row) => row.detail);
+    assert.ok(
+      plan.some((d) => /^SEARCH s USING INDEX sqlite_autoindex_snapshots_1 \(key>\?\)/.test(d)),
+      plan.join("; "),
+    );
+    assert.ok(!plan.some((d) => /TEMP B-TREE/.test(d)), plan.join("; "));
+  } finally {
+    db.close();
   }
 });

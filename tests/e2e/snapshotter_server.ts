@@ -7,6 +7,7 @@
 import { stringify } from "smol-toml";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
+import { mainArgs } from "../kernel/main_fixtures.ts";
 import { type Daemon, spawnDaemon, waitForSocket } from "./daemon.ts";
 
 /** Repository root (the guest sees the same path as the host). */
@@ -92,7 +93,7 @@ export function serverConfig(config: ServerPoolConfig): string {
 
 /** argv (after the deno binary) that starts the server. */
 export function serveArgs(configPath: string, socket: string): string[] {
-  return ["run", "-A", "main.ts", "serve", "--config", configPath, "--address", socket];
+  return mainArgs("serve", "--config", configPath, "--address", socket);
 }
 
 /** Throws a clear error when `main.ts` (the server's entry point) does not exist yet. */

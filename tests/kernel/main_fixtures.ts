@@ -21,9 +21,23 @@ export const ROOT: string = fileURLToPath(new URL("../..", import.meta.url));
 /** Environment variables added to the inherited ones. */
 type Env = Readonly<Record<string, string>>;
 
-/** The `deno` arguments that run `main.ts args...`. */
+/**
+ * The V8 flags `deno task compile` gives the shipped binary (read from deno.json's compile
+ * task), so that tests and benches run the server with the heap it ships with: memory figures
+ * measured under `deno run` without them are not the product's.
+ */
+export const SHIPPED_V8_FLAGS: string = (() => {
+  const config = JSON.parse(Deno.readTextFileSync(join(ROOT, "deno.json")));
+  const flags = /--v8-flags=(\S+)/.exec(String(config.tasks?.compile ?? ""))?.[1];
+  if (!flags) {
+    throw new Error("Cannot read the shipped V8 flags: no --v8-flags in deno.json's compile task");
+  }
+  return flags;
+})();
+
+/** The `deno` arguments that run `main.ts args...` (with {@linkcode SHIPPED_V8_FLAGS}). */
 export function mainArgs(...args: string[]): string[] {
-  return ["run", "-A", "--no-check", "main.ts", ...args];
+  return ["run", "-A", "--no-check", `--v8-flags=${SHIPPED_V8_FLAGS}`, "main.ts", ...args];
 }
 
 /** What a one-shot `main.ts` command returned; the output is not trimmed. */
