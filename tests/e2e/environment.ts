@@ -114,7 +114,8 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
         await startSnapshotterServer({
           dir: `${dir}/dmsnap`,
           poolName: servedPool.name,
-          rootPath: `${dir}/dmsnap/root`,
+          // on the ext4 filesystem for roots when the pool is ours (fixtures.ts: rootDir)
+          rootPath: `${proxyPool?.rootDir ?? `${dir}/dmsnap`}/root`,
           baseImageSize,
           minFreeSpace: options.minFreeSpace,
           command: options.serverCommand,

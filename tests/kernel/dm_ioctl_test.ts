@@ -50,6 +50,24 @@ Deno.test("dm ioctl: unusable control node → DmIoctlUnavailableError; missing 
   }
 });
 
+Deno.test("dm ioctl: a missing node directory is made when a node goes in it, then reused", async () => {
+  requireKernel();
+  await using pool = await createTestPool({ dataMb: 16 });
+  const dir = await Deno.makeTempDir({ prefix: "dmioctl-nodes-" });
+  const devDir = `${dir}/a/b`; // missing: made by the first create (mknod answered ENOENT)
+  using dm = new DmIoctl({ devDir, controlPath: "/dev/mapper/control" });
+  try {
+    for (const id of [1, 2]) {
+      await dm.createThin(pool.name, id);
+      await dm.create(`${pool.name}-n${id}`, thinTable(pool.name, id, 4 * MiB));
+      assert.ok((await Deno.stat(`${devDir}/${pool.name}-n${id}`)).isBlockDevice);
+    }
+  } finally {
+    for (const id of [1, 2]) await dm.remove(`${pool.name}-n${id}`).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("dm ioctl: /dev/mapper node is made, replaces a stale one, and takes mkfs + mount", async () => {
   using dm = driver();
   const runner = new DenoCommandRunner();

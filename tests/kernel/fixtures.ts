@@ -88,6 +88,12 @@ export interface TestPool extends AsyncDisposable {
   name: string;
   /** Directory holding the backing files; free for the test to use. */
   dir: string;
+  /**
+   * Directory for the snapshotter's root_path: on the ext4 filesystem the test kernel mounts
+   * at boot (`DMSNAP_TEST_ROOTS`, a loop device: a journal and real flushes, as on a server),
+   * else inside `dir`. Removed with the pool.
+   */
+  rootDir: string;
   dataLoop: string;
   metaLoop: string;
   /** Thin ids present in the pool's metadata (read through a metadata snapshot). */
@@ -118,6 +124,9 @@ export async function createTestPool(options: TestPoolOptions = {}): Promise<Tes
   const block = options.blockSectors ?? 128;
   const name = `${options.prefix ?? "tpool"}-${crypto.randomUUID().slice(0, 8)}`;
   const dir = await Deno.makeTempDir({ prefix: `${name}-` });
+  const roots = Deno.env.get("DMSNAP_TEST_ROOTS");
+  const rootDir = roots ? `${roots}/${name}` : `${dir}/roots`;
+  await Deno.mkdir(rootDir, { recursive: true });
   const dataFile = `${dir}/data`;
   const metaFile = `${dir}/meta`;
   await sh("truncate", "-s", `${dataMb}M`, dataFile);
@@ -137,6 +146,7 @@ export async function createTestPool(options: TestPoolOptions = {}): Promise<Tes
   const pool: TestPool = {
     name,
     dir,
+    rootDir,
     dataLoop,
     metaLoop,
     thinIds: () => poolThinIds(name, metaLoop),
@@ -149,6 +159,7 @@ export async function createTestPool(options: TestPoolOptions = {}): Promise<Tes
       await shTry("losetup", "-d", dataLoop);
       await shTry("losetup", "-d", metaLoop);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
+      await Deno.remove(rootDir, { recursive: true }).catch(() => {});
     },
     async [Symbol.asyncDispose]() {
       await pool.destroy();

@@ -28,7 +28,7 @@ for (const [backend, makeDm] of Object.entries(BACKENDS)) {
     await using pool = await createTestPool({ dataMb: 256 });
     const open = (root: string, allowNewMetadata = false) =>
       openSnapshotter({
-        ...testSettings(pool, { rootPath: join(pool.dir, root), allowNewMetadata }),
+        ...testSettings(pool, { rootPath: join(pool.rootDir, root), allowNewMetadata }),
         ...realStack(),
         dm: makeDm(), // closed with the snapshotter
       });
@@ -37,7 +37,7 @@ for (const [backend, makeDm] of Object.entries(BACKENDS)) {
     await a.prepare("x", "");
     const thinId = a.pool.store.getSnapshot("x")!.thinId;
     const device = a.pool.deviceName(thinId);
-    const uuid = `${deviceUuidPrefix(join(pool.dir, "a"), pool.name)}${thinId}`;
+    const uuid = `${deviceUuidPrefix(join(pool.rootDir, "a"), pool.name)}${thinId}`;
     assert.equal(
       (await sh("dmsetup", "info", "-c", "--noheadings", "-o", "uuid", device)).trim(),
       uuid,

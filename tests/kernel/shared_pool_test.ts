@@ -17,7 +17,7 @@ Deno.test("shared pool: two instances keep to their own thin ids and devices, ac
   const stack = realStack();
   const open = (root: string) =>
     openSnapshotter({
-      ...testSettings(pool, { rootPath: join(pool.dir, root) }),
+      ...testSettings(pool, { rootPath: join(pool.rootDir, root) }),
       ...stack,
       dm: new DmIoctl(), // closed with the snapshotter
     });

@@ -43,13 +43,13 @@ export function realStack(logLevel: "error" | "debug" = "error") {
   };
 }
 
-/** Snapshotter settings for tests on `pool`: 32 MiB ext4 devices, root under the pool's dir. */
+/** Snapshotter settings for tests on `pool`: 32 MiB ext4 devices, root in the pool's rootDir. */
 export function testSettings(
-  pool: { name: string; dir: string },
+  pool: { name: string; rootDir: string },
   overrides: Partial<SnapshotterSettings> = {},
 ): SnapshotterSettings {
   return {
-    rootPath: join(pool.dir, "root"),
+    rootPath: join(pool.rootDir, "root"),
     poolName: pool.name,
     baseImageSize: 32 * 1024 * 1024,
     fsType: "ext4",

@@ -169,6 +169,17 @@ hostname uml-test 2>/dev/null
 M=/usr/lib/uml/modules/$(uname -r)/kernel/drivers
 ${modules}
 insmod "$M/block/loop.ko" max_loop=64 || echo "init: cannot load loop" >&2
+# An ext4 filesystem on a loop device for the tests' root_paths (DMSNAP_TEST_ROOTS): the
+# metadata's fsyncs go through a journal and a block device's flushes, as on a server's disk,
+# not into tmpfs, where fsync costs nothing.
+R=/run/dmsnap-test-roots
+if truncate -s 4G /dev/shm/dmsnap-test-roots.img &&
+  L=$(losetup --find --show /dev/shm/dmsnap-test-roots.img) &&
+  mkfs.ext4 -q -F "$L" && mkdir -p "$R" && mount -t ext4 "$L" "$R" && chmod 1777 "$R"; then
+  export DMSNAP_TEST_ROOTS="$R"
+else
+  echo "init: cannot make the ext4 filesystem for root_paths" >&2
+fi
 export DM_DISABLE_UDEV=1
 export DMSNAP_IN_KERNEL=1
 ${exports}

@@ -486,8 +486,13 @@ export class DmIoctl extends ThinPoolMessages implements DeviceMapper, Disposabl
         if (!(err instanceof Deno.errors.NotFound)) throw err;
       });
     }
-    await Deno.mkdir(this.#devDir, { recursive: true });
-    const r = this.#libc.mknod(path, S_IFBLK | 0o600, makedev(major, minor));
+    const mknod = () => this.#libc.mknod(path, S_IFBLK | 0o600, makedev(major, minor));
+    let r = mknod();
+    if (r.value === -1 && errnoName(r.errno) === "ENOENT") {
+      // the directory is made only when missing: no mkdir per create
+      await Deno.mkdir(this.#devDir, { recursive: true });
+      r = mknod();
+    }
     if (r.value === -1 && !(errnoName(r.errno) === "EEXIST" && state() === "ok")) {
       throw new DmError({
         command: ["mknod", path, "b", String(major), String(minor)],
