@@ -63,6 +63,11 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX snapshots_live ON snapshots (kind, state);
   CREATE INDEX snapshots_state ON snapshots (state);
   `,
+  // 3: each snapshot's Info encoded (containerd's wire form), written with the row, so a List
+  // of everything sends bytes (store.ts fills it for the rows already there)
+  `
+  ALTER TABLE snapshots ADD COLUMN info_pb BLOB;
+  `,
 ];
 
 /** The schema version this build writes. */

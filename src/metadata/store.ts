@@ -27,6 +27,7 @@ import { closeSync, openSync, readFileSync, readSync, realpathSync, statSync } f
 import { dirname, resolve } from "node:path";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.ts";
+import { type EncodedInfo, encodeInfo } from "../snapshots/info_wire.ts";
 import type { Kind, Timestamp } from "../snapshots/types.ts";
 import type { ErrorKind } from "../util/errors.ts";
 
@@ -84,6 +85,48 @@ export const LIST_PAGE_SQL: string =
        AS labels_json
    FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
    WHERE s.key > ? AND +s.state = 'ready' ORDER BY s.key LIMIT ?`;
+
+/** A snapshot's Info as SQLite gathers it (labels by `json_group_object`); add a WHERE clause. */
+const INFO_ROW_SQL = `SELECT s.id, s.key, p.key AS parent_key, s.kind, s.created_s, s.created_ns,
+    s.updated_s, s.updated_ns,
+    (SELECT json_group_object(l.key, l.value) FROM labels l WHERE l.snapshot_id = s.id)
+      AS labels_json
+  FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id`;
+
+/** A row of {@linkcode INFO_ROW_SQL} in wire form. */
+function encodeInfoRow(row: Row): Uint8Array {
+  return encodeInfo({
+    name: String(row.key),
+    parent: row.parent_key === null ? "" : String(row.parent_key),
+    kind: CODE_KIND[Number(row.kind)],
+    created: { seconds: Number(row.created_s), nanos: Number(row.created_ns) },
+    updated: { seconds: Number(row.updated_s), nanos: Number(row.updated_ns) },
+    labels: JSON.parse(String(row.labels_json)),
+  });
+}
+
+/**
+ * Keeps `info_pb` of every snapshot (schema 3): its Info encoded, written with the row in the
+ * transaction that changes it (`MetadataStore.#encodeInfo`), filled in for rows written before.
+ */
+function fillEncodedInfos(db: DatabaseSync): void {
+  const update = db.prepare("UPDATE snapshots SET info_pb = ? WHERE id = ?");
+  for (const row of db.prepare(INFO_ROW_SQL).iterate() as Iterable<Row>) {
+    update.run(encodeInfoRow(row), Number(row.id));
+  }
+}
+
+/** What a migration to version N needs done beyond its SQL (in the same transaction). */
+const MIGRATION_STEPS: Readonly<Record<number, (db: DatabaseSync) => void>> = {
+  3: fillEncodedInfos,
+};
+
+/**
+ * The query of {@linkcode MetadataStore.listEncodedInfos}: like {@linkcode LIST_PAGE_SQL}, the
+ * encoded Infos only.
+ */
+export const LIST_ENCODED_PAGE_SQL: string = `SELECT s.key, s.info_pb FROM snapshots s
+  WHERE s.key > ? AND +s.state = 'ready' ORDER BY s.key LIMIT ?`;
 
 /** What a List needs of a snapshot (see {@linkcode MetadataStore.listSnapshotsPage}). */
 export type ListedSnapshot = Pick<
@@ -608,6 +651,13 @@ export class MetadataStore {
     for (const [k, v] of Object.entries(labels)) {
       if (v !== "") insert.run(id, k, v);
     }
+    this.#encodeInfo(id); // labels are written last by every change of what an Info holds
+  }
+
+  /** Writes snapshot `id`'s encoded Info from its row (within the caller's transaction). */
+  #encodeInfo(id: number): void {
+    const row = this.#sql(`${INFO_ROW_SQL} WHERE s.id = ?`).get(id) as Row;
+    this.#sql("UPDATE snapshots SET info_pb = ? WHERE id = ?").run(encodeInfoRow(row), id);
   }
 
   #labels(id: number): Record<string, string> {
@@ -718,6 +768,19 @@ export class MetadataStore {
         created: { seconds: Number(row.created_s), nanos: Number(row.created_ns) },
         updated: { seconds: Number(row.updated_s), nanos: Number(row.updated_ns) },
         labels: JSON.parse(String(row.labels_json)),
+      }))
+    );
+  }
+
+  /**
+   * Like {@linkcode listSnapshotsPage}, each snapshot's Info as the bytes kept with its row: a
+   * List of everything sends them as they are (one query per page, no object per snapshot).
+   */
+  listEncodedInfos(afterKey: string, limit: number): EncodedInfo[] {
+    return this.#read(() =>
+      (this.#sql(LIST_ENCODED_PAGE_SQL).all(afterKey, limit) as Row[]).map((row) => ({
+        key: String(row.key),
+        info: row.info_pb as Uint8Array,
       }))
     );
   }
@@ -848,6 +911,7 @@ export function openStore(path: string, options: OpenStoreOptions = {}): Metadat
       db.exec("BEGIN IMMEDIATE");
       try {
         db.exec(MIGRATIONS[v]);
+        MIGRATION_STEPS[v + 1]?.(db);
         db.exec(`PRAGMA user_version = ${v + 1}`);
         db.exec("COMMIT");
       } catch (err) {

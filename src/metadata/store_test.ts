@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  LIST_ENCODED_PAGE_SQL,
   LIST_PAGE_SQL,
   MetadataError,
   MetadataStore,
@@ -10,6 +11,8 @@ import {
 } from "./store.ts";
 import { DatabaseSync } from "node:sqlite";
 import { errorKind } from "../util/errors.ts";
+import { loadSnapshotsProto, type WireInfo } from "../server/proto.ts";
+import { infoFromWire } from "../server/convert.ts";
 
 function tempDb(): string {
   return join(Deno.makeTempDirSync(), "metadata.db");
@@ -455,15 +458,110 @@ Deno.test("store: a page of List reads on the key index and sorts nothing", () =
   openStore(path).close(); // the current schema, with its indexes
   const db = new DatabaseSync(path);
   try {
-    const plan = (db.prepare(`EXPLAIN QUERY PLAN ${LIST_PAGE_SQL}`).all("", 500) as {
-      detail: string;
-    }[]).map((row) => row.detail);
-    assert.ok(
-      plan.some((d) => /^SEARCH s USING INDEX sqlite_autoindex_snapshots_1 \(key>\?\)/.test(d)),
-      plan.join("; "),
-    );
-    assert.ok(!plan.some((d) => /TEMP B-TREE/.test(d)), plan.join("; "));
+    for (const sql of [LIST_PAGE_SQL, LIST_ENCODED_PAGE_SQL]) {
+      const plan = (db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all("", 500) as {
+        detail: string;
+      }[]).map((row) => row.detail);
+      assert.ok(
+        plan.some((d) => /^SEARCH s USING INDEX sqlite_autoindex_snapshots_1 \(key>\?\)/.test(d)),
+        plan.join("; "),
+      );
+      assert.ok(!plan.some((d) => /TEMP B-TREE/.test(d)), plan.join("; "));
+    }
   } finally {
     db.close();
+  }
+});
+
+/** Every ready snapshot's Info as List's object path reads it, and as its kept encoded form. */
+function bothListings(store: MetadataStore): { slow: unknown[]; encoded: unknown[] } {
+  const codec = loadSnapshotsProto().codec<WireInfo>("Info");
+  const slow: unknown[] = [];
+  const encoded: unknown[] = [];
+  for (let after = "";;) {
+    const page = store.listSnapshotsPage(after, 3);
+    if (page.length === 0) break;
+    slow.push(...page.map((s) => ({
+      name: s.key,
+      parent: s.parentKey,
+      kind: s.kind,
+      created: s.created,
+      updated: s.updated,
+      labels: s.labels,
+    })));
+    after = page[page.length - 1].key;
+  }
+  for (let after = "";;) {
+    const page = store.listEncodedInfos(after, 3);
+    if (page.length === 0) break;
+    for (const { key, info } of page) {
+      const decoded = infoFromWire(codec.decode(info));
+      assert.equal(decoded.name, key);
+      encoded.push(decoded);
+    }
+    after = page[page.length - 1].key;
+  }
+  return { slow, encoded };
+}
+
+Deno.test("store: the kept encoded Info follows every change of a snapshot (insert, commit, labels)", () => {
+  const store = openStore(tempDb());
+  try {
+    const T2 = { seconds: 1_700_000_100, nanos: 7 };
+    store.insertDevice({ ...DEVICE, state: "ready", thinId: 1, name: "pool-dms-1" });
+    store.insertDevice({ ...DEVICE, state: "ready", thinId: 2, name: "pool-dms-2" });
+    const base = { state: "ready" as const, fsType: "ext4", sizeBytes: 1 << 20, created: T1 };
+    const parent = store.insertSnapshot({
+      ...base,
+      key: "ns/1/base",
+      kind: "active",
+      parentId: null,
+      thinId: 1,
+      labels: { a: "1" },
+    });
+    store.commitSnapshot(parent, {
+      name: "ns/1/layer",
+      labels: { b: "2" },
+      time: T2,
+      usageBytes: 1,
+    });
+    const child = store.insertSnapshot({
+      ...base,
+      key: "ns/2/child",
+      kind: "active",
+      parentId: parent,
+      thinId: 2,
+      labels: { c: "3", gone: "x" },
+    });
+    store.updateLabels(child, { c: "4", gone: "", "ünï": "😀" }, T2);
+    const { slow, encoded } = bothListings(store);
+    assert.equal(encoded.length, 2);
+    assert.deepEqual(encoded, slow);
+    assert.deepEqual((encoded[0] as { labels: unknown }).labels, { b: "2" });
+    assert.deepEqual(encoded[1], {
+      name: "ns/2/child",
+      parent: "ns/1/layer",
+      kind: "active",
+      created: T1,
+      updated: T2,
+      labels: { c: "4", "ünï": "😀" },
+    });
+  } finally {
+    store.close();
+  }
+});
+
+Deno.test("store: a schema 2 database gets every row's encoded Info when it is opened", () => {
+  const { path } = populatedDb();
+  const db = new DatabaseSync(path);
+  db.exec("ALTER TABLE snapshots DROP COLUMN info_pb; PRAGMA user_version = 2");
+  db.close();
+  const store = openStore(path);
+  try {
+    const { slow, encoded } = bothListings(store);
+    assert.equal(encoded.length, 200);
+    assert.deepEqual(encoded, slow);
+  } finally {
+    store.close();
   }
 });

@@ -23,6 +23,7 @@ import { Code } from "./codes.ts";
 import type { Buffer } from "node:buffer";
 import { decodeRequest, type SnapshotsService, type UnaryMethod } from "./handlers.ts";
 import {
+  type EncodedMessage,
   loadSnapshotsProto,
   type MessageCodec,
   type MethodName,
@@ -134,7 +135,7 @@ function listHandler(
   service: SnapshotsService,
   codec: MessageCodec<object>,
   logger: Logger,
-): handleServerStreamingCall<Uint8Array, WireListResponse> {
+): handleServerStreamingCall<Uint8Array, WireListResponse | EncodedMessage> {
   return (call) => {
     const stream = call as ServerWritableStream<unknown, unknown>;
     const decoded = decodeRequest(codec, call.request);

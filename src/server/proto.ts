@@ -125,11 +125,23 @@ function methodSpec(name: MethodName): MethodSpec {
 }
 
 /** Encoder/decoder of one message type. */
+/**
+ * A message already encoded (e.g. a List response made of the encoded Infos the store keeps):
+ * {@linkcode MessageCodec.encode} passes its bytes through as they are.
+ */
+export class EncodedMessage {
+  /** Wraps `bytes`, a message of the type it is sent as. */
+  constructor(readonly bytes: Uint8Array) {}
+}
+
 export interface MessageCodec<T> {
   /** Fully-qualified type name. */
   readonly typeName: string;
-  /** Encodes a plain object (unknown fields ignored; values converted as protobufjs does). */
-  encode(value: Partial<T>): Uint8Array;
+  /**
+   * Encodes a plain object (unknown fields ignored; values converted as protobufjs does); an
+   * {@linkcode EncodedMessage} is sent as it is.
+   */
+  encode(value: Partial<T> | EncodedMessage): Uint8Array;
   /**
    * Decodes bytes into a plain object with every field present (defaults filled in).
    * Throws {@linkcode InvalidUtf8Error} (an `InvalidArgumentError`) when a string field is not
@@ -288,7 +300,10 @@ function makeCodec<T>(root: protobuf.Root, typeName: string): MessageCodec<T> {
   const type = root.lookupType(full);
   return {
     typeName: full,
-    encode: (value) => type.encode(type.fromObject(value as Record<string, unknown>)).finish(),
+    encode: (value) =>
+      value instanceof EncodedMessage
+        ? value.bytes
+        : type.encode(type.fromObject(value as Record<string, unknown>)).finish(),
     decode: (bytes) => {
       checkUtf8(type, bytes);
       return type.toObject(type.decode(bytes), DECODE_OPTIONS) as T;

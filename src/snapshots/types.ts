@@ -41,6 +41,13 @@ export interface Usage {
   inodes: number;
 }
 
+/** A snapshot's key and its Info in wire form (`src/snapshots/info_wire.ts`). */
+export interface EncodedInfo {
+  key: string;
+  /** The Info as a `containerd.services.snapshots.v1.Info` message. */
+  info: Uint8Array;
+}
+
 /** containerd's snapshotter contract, as the gRPC service calls it. */
 export interface Snapshotter {
   prepare(key: string, parent: string, labels?: Record<string, string>): Promise<Mount[]>;
@@ -68,6 +75,11 @@ export interface Snapshotter {
    * never holds them all.
    */
   walk(filter?: Filter): AsyncIterable<Info[]>;
+  /**
+   * Every snapshot, a page at a time in key order, each Info already in wire form: for a List
+   * of everything, sent as it is. Optional: without it such a List encodes what `walk` gives.
+   */
+  walkEncoded?(): AsyncIterable<EncodedInfo[]>;
   cleanup(): Promise<void>;
   /** Idempotent. */
   close(): Promise<void>;
