@@ -451,12 +451,20 @@ export class MetadataStore {
    * synchronous: the transaction commits when it returns and rolls back when it throws. A
    * failure of the database (in `fn` or at COMMIT) is thrown as a {@linkcode MetadataError};
    * either way nothing of the transaction is left.
+   *
+   * `durable: false` commits without waiting for the disk (`synchronous = NORMAL` for this
+   * commit: no fsync): a power cut may undo the transaction, until the next durable commit,
+   * which writes the log it follows in, makes it durable too. Only for a write whose loss the
+   * next start repairs by itself.
    */
-  transaction<T>(fn: () => T): T {
+  transaction<T>(fn: () => T, options: { durable?: boolean } = {}): T {
     if (this.#depth > 0) return fn();
+    const lazy = options.durable === false;
     try {
+      if (lazy) this.#db.exec("PRAGMA synchronous = NORMAL");
       this.#db.exec("BEGIN IMMEDIATE");
     } catch (err) {
+      if (lazy) this.#restoreSynchronous();
       throw this.#failure(err, "written");
     }
     this.#depth++;
@@ -468,7 +476,13 @@ export class MetadataStore {
       throw this.#rollback(this.#failure(err, "written"));
     } finally {
       this.#depth--;
+      if (lazy) this.#restoreSynchronous();
     }
+  }
+
+  /** Back to `synchronous = FULL` (openStore's setting) after a commit that is not durable. */
+  #restoreSynchronous(): void {
+    this.#db.exec("PRAGMA synchronous = FULL");
   }
 
   /**
@@ -569,13 +583,15 @@ export class MetadataStore {
   /**
    * Deletes a device row, and in the same transaction the `creating` snapshot rows that use it:
    * a snapshot whose creation is undone goes with its device, so undoing a failed creation is
-   * one write, all or nothing (retried as a whole when it fails).
+   * one write, all or nothing (retried as a whole when it fails). `durable: false` (see
+   * {@linkcode transaction}) for a row already `deleting`: lost at a power cut, the row is
+   * `deleting` again and the next start finishes it (its thin id is gone: nothing to do).
    */
-  deleteDevice(thinId: number): void {
+  deleteDevice(thinId: number, options: { durable?: boolean } = {}): void {
     this.transaction(() => {
       this.#sql("DELETE FROM snapshots WHERE thin_id = ? AND state = 'creating'").run(thinId);
       this.#sql("DELETE FROM devices WHERE thin_id = ?").run(thinId);
-    });
+    }, options);
   }
 
   /** One device row. */

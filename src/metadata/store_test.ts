@@ -12,6 +12,7 @@ import {
 import { DatabaseSync } from "node:sqlite";
 import { errorKind } from "../util/errors.ts";
 import { loadSnapshotsProto, type WireInfo } from "../server/proto.ts";
+import { parseStraceSummary, straceAvailable } from "../../bench/syscall_count.ts";
 import { infoFromWire } from "../server/convert.ts";
 
 function tempDb(): string {
@@ -564,4 +565,31 @@ Deno.test("store: a schema 2 database gets every row's encoded Info when it is o
   } finally {
     store.close();
   }
+});
+
+Deno.test({
+  name: "store: a transaction that is not durable commits without an fsync; later ones are durable",
+  ignore: !(await straceAvailable()),
+  fn: async () => {
+    const fsyncs = async (mode: "durable" | "lazy" | "lazy-then-durable") => {
+      const dir = Deno.makeTempDirSync();
+      const out = `${dir}/strace.txt`;
+      const script = new URL("../../testing/store_deletes.ts", import.meta.url).pathname;
+      const run = await new Deno.Command("strace", {
+        args: ["-f", "-c", "-o", out, "-e", "trace=fsync,fdatasync", Deno.execPath(), "run"]
+          .concat(["-A", "--no-check", script, `${dir}/metadata.db`, mode, "20"]),
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+      assert.equal(run.code, 0, new TextDecoder().decode(run.stderr));
+      const counts = parseStraceSummary(await Deno.readTextFile(out));
+      Deno.removeSync(dir, { recursive: true });
+      return (counts.fsync ?? 0) + (counts.fdatasync ?? 0);
+    };
+    const durable = await fsyncs("durable");
+    const lazy = await fsyncs("lazy");
+    const after = await fsyncs("lazy-then-durable");
+    assert.ok(durable - lazy >= 20, `20 deletes: ${durable} fsyncs durable, ${lazy} not`);
+    assert.ok(after - lazy >= 20, `20 inserts after them: ${after} fsyncs, against ${lazy}`);
+  },
 });
