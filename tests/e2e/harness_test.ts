@@ -77,9 +77,12 @@ Deno.test("e2e harness: server config uses upstream key names; serve argv", () =
     async_remove: false,
     discard_blocks: false,
   });
+  // run as the compiled binary ships: with its V8 flags (deno.json's compile task)
   assert.deepEqual(serveArgs("/c.toml", "/s.sock"), [
     "run",
     "-A",
+    "--no-check",
+    "--v8-flags=--max-semi-space-size=1",
     "main.ts",
     "serve",
     "--config",
