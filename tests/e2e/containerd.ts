@@ -53,6 +53,8 @@ export interface ContainerdOptions {
   logLevel?: string;
   /** Extra `[plugins."<id>"]` settings, e.g. for `io.containerd.gc.v1.scheduler`. */
   pluginSettings?: Record<string, Record<string, unknown>>;
+  /** Plugins of {@linkcode DISABLED_PLUGINS} to load after all, e.g. the CRI plugin. */
+  enablePlugins?: readonly string[];
   /** How long to wait for the socket after start (default 20 s). */
   startTimeoutMs?: number;
 }
@@ -135,8 +137,9 @@ export function containerdConfig(opts: {
   proxySnapshotters?: Record<string, string>;
   logLevel?: string;
   pluginSettings?: Record<string, Record<string, unknown>>;
+  enablePlugins?: readonly string[];
 }): string {
-  const disabled = [...DISABLED_PLUGINS];
+  const disabled = DISABLED_PLUGINS.filter((id) => !opts.enablePlugins?.includes(id));
   const plugins: Record<string, unknown> = {
     "io.containerd.runtime.v2.task": { platforms: ["linux/amd64"] },
     ...opts.pluginSettings,
@@ -220,6 +223,7 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
       proxySnapshotters: options.proxySnapshotters,
       logLevel: options.logLevel,
       pluginSettings: options.pluginSettings,
+      enablePlugins: options.enablePlugins,
     }),
   );
   let daemon: Daemon | undefined;

@@ -61,10 +61,14 @@ export interface E2eEnvOptions {
   minFreeSpace?: string;
   /** Default {@linkcode BASE_IMAGE_SIZE}. */
   baseImageSize?: string;
+  /** With `proxy`: the server's `fs_type` (default ext4). */
+  fsType?: "ext4" | "xfs";
   /** Progress lines. */
   log?(message: string): void;
   /** Extra containerd plugin settings (see {@linkcode startContainerd}). */
   containerdPluginSettings?: Record<string, Record<string, unknown>>;
+  /** containerd plugins to load that the tests disable by default (e.g. the CRI plugin). */
+  containerdEnablePlugins?: readonly string[];
   /** Runs a stand-in instead of `main.ts serve` (see {@linkcode SnapshotterServerOptions}). */
   serverCommand?: SnapshotterServerOptions["command"];
 }
@@ -118,6 +122,7 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
           rootPath: `${proxyPool?.rootDir ?? `${dir}/dmsnap`}/root`,
           baseImageSize,
           minFreeSpace: options.minFreeSpace,
+          fsType: options.fsType,
           command: options.serverCommand,
         }),
       );
@@ -128,6 +133,7 @@ export async function startE2eEnv(options: E2eEnvOptions): Promise<E2eEnv> {
       devmapper: builtinPool ? { poolName: builtinPool.name, baseImageSize } : undefined,
       proxySnapshotters: server ? { [PROXY_SNAPSHOTTER]: server.socket } : undefined,
       pluginSettings: options.containerdPluginSettings,
+      enablePlugins: options.containerdEnablePlugins,
     });
     stack.defer(() => ctd.shutdown());
     log(`containerd is listening on ${ctd.address}`);

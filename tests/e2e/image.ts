@@ -256,47 +256,54 @@ async function blob(bytes: Uint8Array): Promise<Blob> {
   return { digest: `sha256:${await sha256Hex(bytes)}`, size: bytes.length, bytes };
 }
 
+/** One layer of {@linkcode writeOciArchive}: its entries, and whether to gzip the tar. */
+export interface OciLayer {
+  entries: TarEntry[];
+  gzip: boolean;
+}
+
+/** Options for {@linkcode writeOciArchive}. */
+export interface OciArchiveOptions {
+  /** Path of the archive to write. */
+  path: string;
+  /** Name recorded for import (annotation `io.containerd.image.name`). */
+  ref: string;
+  /** Layers, bottom first. */
+  layers: OciLayer[];
+  /** The image config's `config` object (Env, Entrypoint, Cmd, ...). */
+  config: Record<string, unknown>;
+  /** One `created_by` line per layer for the config's history. */
+  history: string[];
+}
+
+/** What {@linkcode writeOciArchive} wrote. */
+export interface OciArchive {
+  /** Digest of the image manifest (`sha256:...`). */
+  manifestDigest: string;
+  /** Uncompressed layer digests, bottom first (the image config's `rootfs.diff_ids`). */
+  diffIds: string[];
+}
+
 /**
- * Builds the test image archive into `options.dir` and returns its facts. Layers 1 and 3 are
- * gzip-compressed, layer 2 (the big file) is a plain tar, so both layer media types are used.
+ * Writes an OCI image layout (one linux/amd64 manifest named `ref`) as a tar that
+ * `ctr images import` accepts, with reproducible timestamps.
  */
-export async function buildTestImage(options: TestImageOptions): Promise<TestImage> {
-  const ref = options.ref ?? TEST_IMAGE_REF;
-  const bigFileBytes = options.bigFileBytes ?? 12 * 1024 * 1024;
-  const message = options.message ?? "Hello from dmsnap-test";
-  let busybox: Uint8Array;
-  try {
-    busybox = await Deno.readFile(BUSYBOX_PATH);
-  } catch (cause) {
-    throw new Error(
-      `Cannot build the test image: ${BUSYBOX_PATH} unreadable (apt-get install busybox-static)`,
-      { cause },
-    );
-  }
-  const big = pseudoRandomBytes(bigFileBytes);
-  const tars = [writeTar(layer1(busybox)), writeTar(layer2(big)), writeTar(layer3(message))];
-  const compressed = [true, false, true];
+export async function writeOciArchive(options: OciArchiveOptions): Promise<OciArchive> {
+  const { ref } = options;
   const diffIds: string[] = [];
   const layerBlobs: Blob[] = [];
-  for (const [i, tar] of tars.entries()) {
+  for (const layer of options.layers) {
+    const tar = writeTar(layer.entries);
     diffIds.push(`sha256:${await sha256Hex(tar)}`);
-    layerBlobs.push(await blob(compressed[i] ? await gzip(tar) : tar));
+    layerBlobs.push(await blob(layer.gzip ? await gzip(tar) : tar));
   }
   const config = await blob(text(JSON.stringify({
     created: new Date(MTIME * 1000).toISOString(),
     architecture: "amd64",
     os: "linux",
-    config: {
-      Env: ["PATH=/bin"],
-      Cmd: ["/bin/sh", "/dmsnap/hello.sh"],
-      WorkingDir: "/",
-    },
+    config: options.config,
     rootfs: { type: "layers", diff_ids: diffIds },
-    history: [
-      { created_by: "dmsnap-test: busybox, fixtures" },
-      { created_by: "dmsnap-test: overwrite, big file" },
-      { created_by: "dmsnap-test: whiteouts, probe" },
-    ],
+    history: options.history.map((created_by) => ({ created_by })),
   })));
   const manifest = await blob(text(JSON.stringify({
     schemaVersion: 2,
@@ -307,7 +314,7 @@ export async function buildTestImage(options: TestImageOptions): Promise<TestIma
       size: config.size,
     },
     layers: layerBlobs.map((b, i) => ({
-      mediaType: compressed[i]
+      mediaType: options.layers[i].gzip
         ? "application/vnd.oci.image.layer.v1.tar+gzip"
         : "application/vnd.oci.image.layer.v1.tar",
       digest: b.digest,
@@ -336,14 +343,59 @@ export async function buildTestImage(options: TestImageOptions): Promise<TestIma
     dir("blobs/sha256"),
     ...blobs.map((b) => file(`blobs/sha256/${b.digest.slice("sha256:".length)}`, b.bytes)),
   ];
+  await Deno.writeFile(options.path, writeTar(layout));
+  return { manifestDigest: manifest.digest, diffIds };
+}
+
+/** Reads Debian's static busybox (the one binary every test image carries). */
+export async function readBusybox(): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(BUSYBOX_PATH);
+  } catch (cause) {
+    throw new Error(
+      `Cannot build the test image: ${BUSYBOX_PATH} unreadable (apt-get install busybox-static)`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * Builds the test image archive into `options.dir` and returns its facts. Layers 1 and 3 are
+ * gzip-compressed, layer 2 (the big file) is a plain tar, so both layer media types are used.
+ */
+export async function buildTestImage(options: TestImageOptions): Promise<TestImage> {
+  const ref = options.ref ?? TEST_IMAGE_REF;
+  const bigFileBytes = options.bigFileBytes ?? 12 * 1024 * 1024;
+  const message = options.message ?? "Hello from dmsnap-test";
+  const busybox = await readBusybox();
+  const big = pseudoRandomBytes(bigFileBytes);
+  const layers: OciLayer[] = [
+    { entries: layer1(busybox), gzip: true },
+    { entries: layer2(big), gzip: false },
+    { entries: layer3(message), gzip: true },
+  ];
   const archive = `${options.dir}/image-oci.tar`;
-  await Deno.writeFile(archive, writeTar(layout));
+  const written = await writeOciArchive({
+    path: archive,
+    ref,
+    layers,
+    config: {
+      Env: ["PATH=/bin"],
+      Cmd: ["/bin/sh", "/dmsnap/hello.sh"],
+      WorkingDir: "/",
+    },
+    history: [
+      "dmsnap-test: busybox, fixtures",
+      "dmsnap-test: overwrite, big file",
+      "dmsnap-test: whiteouts, probe",
+    ],
+  });
   return {
     archive,
     ref,
-    manifestDigest: manifest.digest,
-    diffIds,
-    layers: tars.length,
+    manifestDigest: written.manifestDigest,
+    diffIds: written.diffIds,
+    layers: layers.length,
     bigFileBytes,
     bigFileSha256: await sha256Hex(big),
     message,
