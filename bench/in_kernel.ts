@@ -16,11 +16,14 @@ export interface BenchInKernel {
   timeoutMs: number;
   /** The measurement, run inside the kernel. */
   measure: () => Promise<void>;
+  /** Run on the host before the boot (e.g. to build what the measurement runs). */
+  prepare?: () => Promise<void>;
 }
 
 /** Runs `measure` inside the kernel: directly when already there, else by booting it. */
 export async function benchInKernel(options: BenchInKernel): Promise<void> {
   if (Deno.env.get("DMSNAP_IN_KERNEL") === "1") return await options.measure();
+  await options.prepare?.();
   const { runInKernel } = await import("../tests/uml/launcher.ts");
   const load = async () => (await Deno.readTextFile("/proc/loadavg")).trim();
   console.log(`Host load average before: ${await load()} (${navigator.hardwareConcurrency} CPUs)`);

@@ -17,7 +17,9 @@
  * default 3), `--no-write` (skip writing a file through a mount of each active snapshot),
  * `--grpc-transport <native|grpc-js>` (our server's gRPC implementation, default native),
  * `--server-log-level <level>` (default debug; trace adds each spawn's command and time, at
- * some cost to ours; info or above loses the server-side figures).
+ * some cost to ours; info or above loses the server-side figures), `--metrics-cycles <n>`
+ * (call cycles per round of the metrics phase, default 150: per-call cost of our server with
+ * `--metrics-address` off and on, bench/metrics_cost.ts).
  * A script that prints numbers, not a test.
  *
  * @module
@@ -39,18 +41,21 @@ import {
   slowerExplanations,
 } from "./report.ts";
 import { attributeByTime, parseLog, summarize, type Window } from "./server_log.ts";
-import { fmt, median } from "./stats.ts";
+import { fmt, median, percentile } from "./stats.ts";
 import { spawnProbe } from "./spawn_probe.ts";
 import {
   type BenchContext,
   ctrRound,
   type Results,
   type Sample,
+  SIZE_LABEL_OPS,
+  sizeLabelRound,
   SNAPSHOT_OPS,
   snapshotRound,
   type Target,
 } from "./workload.ts";
 import { benchInKernel } from "./in_kernel.ts";
+import { measureMetricsCost, metricsCostTable } from "./metrics_cost.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -62,6 +67,7 @@ const { values } = parseArgs({
     "no-write": { type: "boolean", default: false },
     "server-log-level": { type: "string", default: "debug" },
     "grpc-transport": { type: "string", default: "native" },
+    "metrics-cycles": { type: "string", default: "150" },
   },
 });
 
@@ -80,6 +86,9 @@ const NO_BACKGROUND_GC = {
     pause_threshold: 0.000001,
   },
 };
+
+/** Where our server serves `/metrics` in the metrics phase (inside the test kernel). */
+const METRICS_ADDRESS = "127.0.0.1:19478";
 
 const TARGETS: readonly Target[] = [
   { label: BUILTIN, snapshotter: BUILTIN_SNAPSHOTTER, namespace: "bench-builtin" },
@@ -161,6 +170,8 @@ async function inKernel(): Promise<void> {
   const lists = Number(values.lists);
   const serverLogLevel = values["server-log-level"];
   const log = (m: string) => console.log(`  ${m}`);
+  /** Our server's `--metrics-address` at its next (re)start; none for the workload. */
+  let metricsAddress: string | undefined;
   const imageDir = await Deno.makeTempDir({ prefix: "bench-image-" });
   const mountDir = await Deno.makeTempDir({ prefix: "bench-mnt-" });
   const image = await buildTestImage({ dir: imageDir, ref: "docker.io/library/dmsnap-bench:1" });
@@ -181,6 +192,7 @@ async function inKernel(): Promise<void> {
       serverLogLevel,
       "--grpc-transport",
       values["grpc-transport"],
+      ...(metricsAddress ? ["--metrics-address", metricsAddress] : []),
     ],
   });
   log("spawn-cost probe: dmsetup version from Deno and from sh");
@@ -195,6 +207,7 @@ async function inKernel(): Promise<void> {
     results,
     mountDir: values["no-write"] ? undefined : mountDir,
     log,
+    thinIds: (t) => env.contexts[t.snapshotter]!.thinIds(),
   };
   try {
     log(`ctr phase: images import ×${runs} and run --rm ×${runs} per snapshotter, alternating`);
@@ -214,6 +227,8 @@ async function inKernel(): Promise<void> {
     memory.push(
       `RSS (KiB) ours/containerd after the ctr phase, then after each round: ${rss.join(", ")}`,
     );
+    log(`max-size phase: ${2 * rounds} pairs of child Prepares, without and with the label`);
+    await sizeLabelRound(ctx, TARGETS, { runs: 2 * rounds });
   } finally {
     api.close();
   }
@@ -227,6 +242,15 @@ async function inKernel(): Promise<void> {
     : { strays: 0, outside: 0, directHandler: [] };
   log("spawn-cost probe: dmsetup version from Deno and from sh");
   const probeAfter = await spawnProbe(10);
+  log("metrics phase: direct calls to our server with --metrics-address off and on, alternating");
+  const metricsCost = await measureMetricsCost({
+    socket: env.server!.socket,
+    metricsAddress: METRICS_ADDRESS,
+    restart: async (address) => {
+      metricsAddress = address;
+      await env.server!.restart();
+    },
+  }, { cycles: Number(values["metrics-cycles"]), log });
   addRoundTotals(results);
 
   const out = (s = "") => console.log(s);
@@ -235,6 +259,36 @@ async function inKernel(): Promise<void> {
       `${2 * layers} removes + 1 GC) per snapshotter; ctr ops ×${runs}. Times in ms.\n`,
   );
   out(mainTable(results));
+  out();
+  out(
+    "Thin devices each View adds to its pool (thin ids before and after a round's views, " +
+      "per view; one figure per round): " +
+      TARGETS.map((t) => `${t.label} ${ctx.thinDevicesPerView?.get(t.label)?.join(", ") ?? "?"}`)
+        .join("; "),
+  );
+  out();
+  out(
+    "containerd.io/snapshot/max-size (2× base_image_size) on Prepare of a child, median ms " +
+      "without / with the label (added latency): " + TARGETS.map((t) => {
+        const ms = (op: string) => median((results.get(t.label)?.get(op) ?? []).map((s) => s.ms));
+        const plain = ms(SIZE_LABEL_OPS.plain);
+        const grown = ms(SIZE_LABEL_OPS.grown);
+        return `${t.label} ${fmt(plain)} / ${fmt(grown)} (+${fmt(grown - plain)})`;
+      }).join("; ") + " — the built-in devmapper ignores the label; ours grows the filesystem.",
+  );
+  out();
+  out(
+    "Metrics: per-call cost of our server with --metrics-address off and on (direct calls, " +
+      "no containerd; rounds alternate off, on, off, on, the server restarted for each; " +
+      "while on, /metrics is scraped every second). Times in ms:",
+  );
+  out(metricsCostTable(metricsCost));
+  out(
+    `${metricsCost.scrapes.length} scrapes while on: median ${
+      fmt(median(metricsCost.scrapes), 2)
+    } ms, p90 ${fmt(percentile(metricsCost.scrapes, 90), 2)} ms, ` +
+      `${metricsCost.expositionBytes} bytes each.`,
+  );
   out();
   out("Where our time goes (medians, from our server's debug log; one row per operation):");
   out(breakdownTable(results));

@@ -44,6 +44,7 @@ import { createScaleServer, type StartTiming } from "./scale_server.ts";
 import { fmt, formatColumns, median } from "./stats.ts";
 import { straceAvailable } from "./syscall_count.ts";
 import { benchInKernel } from "./in_kernel.ts";
+import { buildGolist } from "./golist.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -278,5 +279,6 @@ if (import.meta.main) {
     what: "the scale benchmark",
     timeoutMs: 4 * 60 * 60_000,
     measure: inKernel,
+    prepare: buildGolist,
   });
 }

@@ -17,6 +17,7 @@ import type { ContainerdApi } from "./containerd_api.ts";
 import type { Containerd } from "../tests/e2e/containerd.ts";
 import { PROXY_SNAPSHOTTER, waitForSnapshotter } from "../tests/e2e/environment.ts";
 import { connectSnapshots, type SnapshotsClient } from "../testing/snapshots_client.ts";
+import { runGolist } from "./golist.ts";
 import { readCpuTicks, readProcIo, readRssKib, ticksToMs } from "./proc_stats.ts";
 import type { ScaleServer, StartTiming } from "./scale_server.ts";
 import { countSyscalls, type SyscallCounts } from "./syscall_count.ts";
@@ -154,10 +155,15 @@ async function statAndMounts(
   f.add("Mounts: server CPU ms per call", mounts.cpuMsPerCall, 3);
 }
 
+/** A client's HTTP/2 receive window like the one grpc-go (containerd) reaches for a large List. */
+const WIDE_WINDOW = 16 << 20;
+
 async function lists(
+  ctx: PhaseContext,
   client: SnapshotsClient,
   pid: number,
   f: FigureList,
+  rss: [string, number][],
 ): Promise<string[]> {
   let keys: string[] = [];
   let messages = 0;
@@ -166,11 +172,30 @@ async function lists(
     keys = r.infos.map((i) => i.name);
     messages = r.messages;
   });
-  f.section("List of everything straight to the socket (5 calls)");
+  rss.push(["after 5 Lists", await readRssKib(pid)]);
+  const wide = connectSnapshots(ctx.server.socket, "default", { flowControlWindow: WIDE_WINDOW });
+  let wideList: Awaited<ReturnType<typeof repeat>>;
+  try {
+    await wide.stat(ctx.fixture.tip); // connected before the timing
+    wideList = await repeat(pid, 5, () => wide.list());
+  } finally {
+    wide.close();
+  }
+  f.section(
+    "List of everything straight to the socket (5 calls each; grpc-js clients: its default 64 KiB " +
+      "receive window, and a 16 MiB one, as grpc-go's grows to; and containerd's own proxy client)",
+  );
   f.add("rows listed", keys.length, 0);
   f.add("stream messages per List", messages, 0);
-  f.latency("List", list.ms, 1);
-  f.add("List: server CPU ms per call", list.cpuMsPerCall, 1);
+  f.latency("List, 64 KiB window", list.ms, 1);
+  f.add("List, 64 KiB window: server CPU ms per call", list.cpuMsPerCall, 1);
+  f.latency("List, 16 MiB window", wideList.ms, 1);
+  f.add("List, 16 MiB window: server CPU ms per call", wideList.cpuMsPerCall, 1);
+  // containerd's own client (grpc-go, its proxy snapshotter's Walk), in a process of its own:
+  // the times it reports itself, and the server's CPU over its 5 walks
+  const go = await withCpu(pid, () => runGolist(ctx.server.socket, 5, keys.length));
+  f.latency("List by containerd's proxy client (grpc-go Walk)", go.value, 1);
+  f.add("List by containerd's proxy client: server CPU ms per call", ticksToMs(go.ticks) / 5, 1);
   return keys;
 }
 
@@ -330,9 +355,9 @@ export async function measurePhase(ctx: PhaseContext): Promise<Figure[]> {
   try {
     ctx.log(`${ctx.calls} Stats and ${ctx.calls} Mounts`);
     await statAndMounts(ctx, client, pid, f);
-    ctx.log("5 Lists");
-    const keys = await lists(client, pid, f);
-    rss.push(["after 5 Lists", await readRssKib(pid)]);
+    ctx.log("5 + 5 + 5 Lists");
+    const keys = await lists(ctx, client, pid, f, rss);
+    rss.push(["after 15 Lists (5 more of each client)", await readRssKib(pid)]);
     f.section(`Stat of random keys (${ctx.calls} calls)`);
     await randomStats(ctx, client, pid, keys, f);
     ctx.log("Lists through containerd");

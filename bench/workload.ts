@@ -79,6 +79,10 @@ export interface BenchContext {
   /** Directory to mount active snapshots on; none: no write through a mount. */
   mountDir?: string;
   log(message: string): void;
+  /** Thin ids in a target's pool (read untimed); given, the thin devices per View are kept. */
+  thinIds?(t: Target): Promise<number[]>;
+  /** Thin devices each View added to its pool, one figure per round, by target label. */
+  thinDevicesPerView?: Map<string, number[]>;
 }
 
 /** The kernel's count of process (and thread) creations since boot. */
@@ -202,6 +206,10 @@ export async function snapshotRound(
       );
     }
   }
+  const thinBefore = new Map<string, number>();
+  for (const t of ctx.thinIds ? targets : []) {
+    thinBefore.set(t.label, (await ctx.thinIds!(t)).length);
+  }
   for (let i = 0; i < layers; i++) {
     for (const t of alternate(targets, i + shift)) {
       await m(
@@ -221,6 +229,11 @@ export async function snapshotRound(
         }));
       await m(t, SNAPSHOT_OPS.usageCommitted, () => call(t, "Usage", { key: name(i) }));
     }
+  }
+  for (const t of ctx.thinIds && round !== null ? targets : []) {
+    const added = (await ctx.thinIds!(t)).length - thinBefore.get(t.label)!;
+    const per = ctx.thinDevicesPerView ??= new Map();
+    per.set(t.label, [...per.get(t.label) ?? [], added / layers]);
   }
   for (let j = 0; j < options.lists; j++) {
     for (const t of alternate(targets, j + shift)) {
@@ -289,5 +302,70 @@ export async function ctrRound(
   }
   for (const t of targets) {
     await ctr(t, ["images", "rm", "--sync", options.image.ref]);
+  }
+}
+
+/**
+ * The `containerd.io/snapshot/max-size` phase's operations: a child of a committed layer
+ * Prepared without the label and with it (twice the e2e `base_image_size` of 64 MiB, so ours
+ * grows the filesystem; the built-in devmapper of containerd 1.6 ignores the label). Kept out
+ * of {@linkcode SNAPSHOT_OPS}: the main rounds and their totals stay as they were.
+ */
+export const SIZE_LABEL_OPS = {
+  plain: "prepare (child, no label)",
+  grown: "prepare (child, max-size 2× base)",
+} as const;
+
+/** The label's value in the max-size phase: twice the e2e base image size (64 MiB). */
+const GROWN_BYTES = 128 * 1024 * 1024;
+
+/**
+ * The max-size phase: on one committed layer per target, `runs` pairs of child Prepares without
+ * and with the label, alternating targets and which of the pair goes first; each child is
+ * removed (untimed) before the next. Everything lives under its own lease, deleted with `sync`
+ * at the end (untimed), so the main rounds see none of it.
+ */
+export async function sizeLabelRound(
+  ctx: BenchContext,
+  targets: readonly Target[],
+  options: { runs: number },
+): Promise<void> {
+  const api = ctx.api;
+  const lease = "bench-size";
+  const call = (
+    t: Target,
+    method: Parameters<ContainerdApi["snapshots"]>[0],
+    request: Record<string, unknown>,
+  ) => api.snapshots(method, t.snapshotter, request, { namespace: t.namespace, lease });
+  for (const t of targets) {
+    await api.createLease(lease, { namespace: t.namespace });
+    await call(t, "Prepare", { key: "size-base-work", parent: "", labels: {} });
+    await call(t, "Commit", { name: "size-base", key: "size-base-work", labels: {} });
+  }
+  for (let k = 0; k < options.runs; k++) {
+    for (const t of alternate(targets, k)) {
+      const pair = [
+        { op: SIZE_LABEL_OPS.plain, labels: {} },
+        {
+          op: SIZE_LABEL_OPS.grown,
+          labels: { "containerd.io/snapshot/max-size": String(GROWN_BYTES) },
+        },
+      ];
+      for (const { op, labels } of k % 2 === 0 ? pair : pair.reverse()) {
+        const key = `size-${k}-${op === SIZE_LABEL_OPS.plain ? "plain" : "grown"}`;
+        await measure(
+          ctx,
+          t,
+          op,
+          k,
+          () => call(t, "Prepare", { key, parent: "size-base", labels }),
+        );
+        await call(t, "Remove", { key });
+      }
+    }
+  }
+  for (const t of targets) {
+    await call(t, "Remove", { key: "size-base" });
+    await api.deleteLease(lease, { namespace: t.namespace }, true);
   }
 }

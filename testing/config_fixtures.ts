@@ -70,6 +70,8 @@ export function defaultConfig(poolName: string): Config {
     dmBackend: "auto",
     grpcTransport: "native",
     address: DEFAULT_ADDRESS,
+    metricsAddress: "",
     logLevel: "info",
+    logFormat: "logfmt",
   };
 }

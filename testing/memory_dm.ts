@@ -462,6 +462,16 @@ export class MemoryDeviceMapper implements DeviceMapper {
     return this.#devices.has(name);
   }
 
+  /** Bytes of the live table of device `name` (its virtual size); undefined without one. */
+  deviceBytes(name: string): number | undefined {
+    const live = this.#devices.get(name)?.live;
+    if (!live) return undefined;
+    const sectors = live.kind === "other"
+      ? live.specs.reduce((n, spec) => n + spec.length, 0)
+      : live.spec.length;
+    return sectors * 512;
+  }
+
   /** Open count of device `name` as `info` reports it (test opens plus active thin devices on a pool). */
   openCount(name: string): number {
     const d = this.#devices.get(name);

@@ -281,6 +281,7 @@ Deno.test("memory formatter: mkfs, emptyRoot and discard on memory devices, reco
     fsType: "ext4",
     fsOptions: "",
     root: ROOT_AFTER_MKFS,
+    sizeBytes: undefined,
   });
   assert.equal(dm.readText(name, FIRST_DATA_BLOCK), "old", "mkfs rewrites only its blocks");
   await formatter.emptyRoot(path, "ext4");
@@ -298,5 +299,42 @@ Deno.test("memory formatter: mkfs, emptyRoot and discard on memory devices, reco
   assert.deepEqual(
     dm.calls.filter((c) => ["mkfs", "emptyRoot", "discard"].includes(c.op)).map((c) => c.op),
     ["mkfs", "emptyRoot", "emptyRoot", "mkfs", "mkfs", "discard", "discard"],
+  );
+});
+
+Deno.test("memory formatter: grow records the device's size; xfs grows inside a mount", async () => {
+  const dm = setup();
+  const formatter = createMemoryFormatter(dm);
+  const name = await activeThin(dm, 1);
+  const path = `/dev/mapper/${name}`;
+  await formatter.mkfs(path, "ext4", "");
+  await formatter.grow(path, "ext4", "/unused");
+  assert.equal(readFilesystem(dm, name).sizeBytes, dm.deviceBytes(name));
+  assert.equal(readFilesystem(dm, name).fsOptions, "");
+  dm.openDevice(name);
+  await rejectsErrno(formatter.grow(path, "ext4", "/unused"), "EBUSY");
+  dm.closeDevice(name);
+  await rejectsErrno(formatter.grow(path, "xfs", "/unused"), "EINVAL");
+  const dir = await Deno.makeTempDir({ prefix: "memory_dm_test_" });
+  try {
+    const xfs = await activeThin(dm, 2);
+    await formatter.mkfs(`/dev/mapper/${xfs}`, "xfs", "");
+    const mountPoint = `${dir}/grow/${xfs}`;
+    dm.injectFault({ op: "umount", errno: "EIO" });
+    await rejectsErrno(formatter.grow(`/dev/mapper/${xfs}`, "xfs", mountPoint), "EIO");
+    assert.equal(dm.openCount(xfs), 1, "left mounted");
+    assert.ok(Deno.statSync(mountPoint).isDirectory);
+    await formatter.releaseMount(mountPoint);
+    assert.equal(dm.openCount(xfs), 0);
+    assert.throws(() => Deno.statSync(mountPoint), Deno.errors.NotFound);
+    assert.equal(readFilesystem(dm, xfs).sizeBytes, dm.deviceBytes(xfs));
+    await formatter.releaseMount(mountPoint); // gone: fine
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  assert.deepEqual(
+    dm.calls.filter((c) => ["grow", "mount", "umount"].includes(c.op)).map((c) => c.op),
+    // ext4, ext4 (busy), xfs on ext4 (refused, unmounted), xfs (umount failing), release twice
+    ["grow", "grow", "mount", "grow", "umount", "mount", "grow", "umount", "umount", "umount"],
   );
 });

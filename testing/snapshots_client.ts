@@ -99,13 +99,30 @@ type StreamFn = (request: unknown, metadata: Metadata, options: CallOptions) => 
   on(event: string, listener: (arg: unknown) => void): void;
 };
 
+/** Options of {@linkcode connectSnapshots}. */
+export interface ConnectOptions {
+  /**
+   * The HTTP/2 receive window the client opens, in bytes (default grpc-js's: 64 KiB, so a large
+   * List waits for a WINDOW_UPDATE every 64 KiB; grpc-go clients such as containerd's grow
+   * theirs up to 16 MiB by bandwidth-delay estimation).
+   */
+  flowControlWindow?: number;
+}
+
 /** Connects to the service at `address` (socket path or `unix://` address). */
-export function connectSnapshots(address: string, namespace = "default"): SnapshotsClient {
+export function connectSnapshots(
+  address: string,
+  namespace = "default",
+  options: ConnectOptions = {},
+): SnapshotsClient {
   const proto = loadSnapshotsProto();
   const Ctor = makeGenericClientConstructor(proto.service, "Snapshots");
   const client = new Ctor(`unix://${socketPath(address)}`, credentials.createInsecure(), {
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
     "grpc.max_send_message_length": 16 * 1024 * 1024,
+    ...(options.flowControlWindow
+      ? { "grpc-node.flow_control_window": options.flowControlWindow }
+      : {}),
   });
   const metadata = () => {
     const md = new Metadata();

@@ -2,14 +2,15 @@
 # Installs what a fresh Debian 12 (x86-64) machine lacks to build, test and demo this
 # project: Debian packages (user-mode Linux kernel, device-mapper, LVM and filesystem tools,
 # containerd, runc, a C compiler for the UML ptrace shim, Go with containerd 1.6.20's sources for
-# containerd's own snapshotter conformance suite) and the pinned Deno from npm.
+# containerd's own snapshotter conformance suite, Prometheus and promtool for the metrics) and
+# the pinned Deno from npm.
 # Idempotent: installed packages are skipped. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(user-mode-linux kmod dmsetup thin-provisioning-tools lvm2 e2fsprogs xfsprogs
   containerd runc busybox-static gcc libc6-dev util-linux mount
-  golang-go golang-github-containerd-containerd-dev strace)
+  golang-go golang-github-containerd-containerd-dev strace prometheus)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,7 @@
 /**
- * The command line: `serve` (default), `pool create|status|destroy`, `config check|default`,
- * `version`. Every command takes `--help`; a wrong command line exits 2 with a one-line reason,
- * a failed command exits 1.
+ * The command line: `serve` (default), `status`, `pool create|status|destroy`,
+ * `config check|default`, `version`. Every command takes `--help`; a wrong command line exits 2
+ * with a one-line reason, a failed command exits 1 (`status` also 3: an unhealthy pool).
  *
  * @module
  */
@@ -22,6 +22,7 @@ import { formatFreeSpace } from "../util/free_space.ts";
 import { configFlagHelp, configFlagOptions, loadConfigFromFlags } from "./config_flags.ts";
 import { runPoolCommand } from "./pool_cmd.ts";
 import { serve, type SnapshotterFactory } from "./serve.ts";
+import { runStatus, type StatusContext } from "./status.ts";
 import { openDevmapperSnapshotter } from "./snapshotter_factory.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parseFlags, UsageError } from "./usage.ts";
 
@@ -48,6 +49,8 @@ export interface CliOptions {
   signals?: Deno.Signal[];
   /** Bound on waiting for in-flight calls when `serve` shuts down (default 10 s; tests). */
   shutdownTimeoutMs?: number;
+  /** The device mapper `status` reads the pool with (default: the configured backend; tests). */
+  deviceMapper?: StatusContext["deviceMapper"];
 }
 
 const HELP = `Usage: ${PROGRAM} [command] [flags]
@@ -56,6 +59,7 @@ containerd snapshotter on device-mapper thin devices, served as a gRPC proxy plu
 
 Commands:
   serve            serve the snapshots API on a unix socket (default command)
+  status           show the pool, snapshots, devices and whether the server is up
   pool             create, inspect or destroy a loop-file thin-pool (dev/test hosts)
   config check     validate the configuration and print the effective values
   config default   print an annotated default config file
@@ -86,7 +90,7 @@ ${configFlagHelp()}
 
 const VERSION_HELP = `Usage: ${PROGRAM} version\n\nPrint the version.\n`;
 
-const COMMANDS = ["serve", "pool", "config", "version", "help"];
+const COMMANDS = ["serve", "status", "pool", "config", "version", "help"];
 
 /** The effective configuration as TOML-like lines, keys in CONFIG_KEYS order (`config check`). */
 export function describeConfig(config: Config, file: string | undefined): string {
@@ -110,7 +114,11 @@ async function runServe(args: string[], o: CliOptions, out: (t: string) => void)
   const { values } = parseFlags(args, { command: "serve", options: configFlagOptions() });
   if (values.help) return out(SERVE_HELP), EXIT_OK;
   const { config, file } = await loadConfigFromFlags(values, o.defaultConfigPath);
-  const logger: Logger = createLogger({ level: config.logLevel, write: o.logWrite });
+  const logger: Logger = createLogger({
+    level: config.logLevel,
+    format: config.logFormat,
+    write: o.logWrite,
+  });
   logger.info("starting", {
     version: VERSION,
     config: file ?? "(defaults)",
@@ -182,14 +190,22 @@ export async function runCli(args: string[], o: CliOptions = {}): Promise<number
         return await runServe(rest, o, out);
       case "config":
         return await runConfig(rest, o, out);
+      case "status":
+        return await runStatus(rest, {
+          stdout: out,
+          stderr: err,
+          defaultConfigPath: o.defaultConfigPath,
+          logWrite: o.logWrite,
+          deviceMapper: o.deviceMapper,
+        });
       case "pool":
         return await runPoolCommand(rest, {
-          logger: (level) => createLogger({ level, write: o.logWrite }),
+          logger: (level, format) => createLogger({ level, format, write: o.logWrite }),
           stdout: out,
         });
       default:
         throw new UsageError(
-          `unknown command '${command}' (use ${COMMANDS.slice(0, 4).join(", ")})`,
+          `unknown command '${command}' (use ${COMMANDS.slice(0, 5).join(", ")})`,
         );
     }
   } catch (e) {

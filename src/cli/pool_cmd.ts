@@ -1,7 +1,7 @@
 /**
  * `pool create|status|destroy`: loop-file-backed thin-pools for dev and test hosts, and with
  * `--lvm VG` LVM thin pools (an autoextend profile, monitored by dmeventd). Every subcommand
- * takes `--log-level` (default info), like `serve`.
+ * takes `--log-level` (default info) and `--log-format` (default logfmt), like `serve`.
  *
  * @module
  */
@@ -9,7 +9,15 @@ import { EXAMPLE_POOL_NAME } from "../config/config.ts";
 import { Dmsetup } from "../dm/dmsetup/dmsetup.ts";
 import { DenoCommandRunner } from "../dm/runner.ts";
 import { errorMessage } from "../util/errors.ts";
-import { isLevel, type Level, LEVELS, type Logger } from "../util/log.ts";
+import {
+  isLevel,
+  isLogFormat,
+  type Level,
+  LEVELS,
+  LOG_FORMATS,
+  type LogFormat,
+  type Logger,
+} from "../util/log.ts";
 import {
   createLoopPool,
   destroyLoopPool,
@@ -64,18 +72,25 @@ Flags:
   --force               also deactivate the pool's thin devices (destroy)
   --json                print JSON (status)
   --log-level LEVEL     ${LEVELS.join(", ")} (default info)
+  --log-format FORMAT   ${LOG_FORMATS.join(", ")} (default logfmt)
   -h, --help            show this help
 `;
 
 /** What the pool commands need besides their flags. */
 export interface PoolCommandContext {
-  /** Makes the logger, at the level `--log-level` names (info without the flag). */
-  logger: (level: Level) => Logger;
+  /**
+   * Makes the logger, at the level `--log-level` names (info without the flag), in the format
+   * `--log-format` names (logfmt without it).
+   */
+  logger: (level: Level, format: LogFormat) => Logger;
   stdout: (text: string) => void;
 }
 
-/** The `--log-level` option every subcommand takes. */
-const LOG_LEVEL_OPTION = { "log-level": { type: "string" } } as const;
+/** The `--log-level` and `--log-format` options every subcommand takes. */
+const LOG_LEVEL_OPTION = {
+  "log-level": { type: "string" },
+  "log-format": { type: "string" },
+} as const;
 
 /** The level `--log-level` names (info when absent); a UsageError naming the flag otherwise. */
 function logLevelFlag(command: string, value: string | boolean | undefined): Level {
@@ -84,6 +99,18 @@ function logLevelFlag(command: string, value: string | boolean | undefined): Lev
   if (isLevel(text)) return text;
   throw new UsageError(
     `${command}: --log-level: unknown level ${JSON.stringify(text)} (use ${LEVELS.join(", ")})`,
+  );
+}
+
+/** The format `--log-format` names (logfmt when absent); a UsageError naming the flag otherwise. */
+function logFormatFlag(command: string, value: string | boolean | undefined): LogFormat {
+  if (value === undefined) return "logfmt";
+  const text = String(value);
+  if (isLogFormat(text)) return text;
+  throw new UsageError(
+    `${command}: --log-format: unknown log format ${JSON.stringify(text)} (use ${
+      LOG_FORMATS.join(", ")
+    })`,
   );
 }
 
@@ -135,9 +162,12 @@ function lvmLines(pool: LvmPool): string[] {
   ];
 }
 
-/** The runner and dmsetup backend, logging at the level of `--log-level`. */
+/** The runner and dmsetup backend, logging at `--log-level` in `--log-format`. */
 function backends(command: string, values: ParsedFlags["values"], ctx: PoolCommandContext) {
-  const logger = ctx.logger(logLevelFlag(command, values["log-level"]));
+  const logger = ctx.logger(
+    logLevelFlag(command, values["log-level"]),
+    logFormatFlag(command, values["log-format"]),
+  );
   const runner = new DenoCommandRunner({ logger: logger.with({ component: "exec" }) });
   return { runner, dm: new Dmsetup({ runner, logger: logger.with({ component: "dm" }) }) };
 }

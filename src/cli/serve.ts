@@ -1,5 +1,7 @@
 /**
  * `serve`: open the snapshotter, serve it on the socket, shut down gracefully on SIGTERM/SIGINT.
+ * With `metrics_address` set, the metrics endpoint listens from before the pool is opened until
+ * after the snapshotter is closed.
  *
  * The snapshotter comes from a factory so the wiring stays in one place
  * ({@linkcode openDevmapperSnapshotter} in production, a test double in transport tests).
@@ -13,9 +15,19 @@ import { type RunningServer, startServer } from "../server/server.ts";
 import { prepareSocketPath } from "../server/socket.ts";
 import { notifySystemd } from "../sys/notify.ts";
 import type { Snapshotter } from "../snapshots/types.ts";
+import { Metrics } from "../metrics/metrics.ts";
+import { type MetricsEndpoint, serveMetrics } from "../metrics/endpoint.ts";
+import denoJson from "../../deno.json" with { type: "json" };
 
-/** Builds the snapshotter for a configuration. */
-export type SnapshotterFactory = (config: Config, logger: Logger) => Promise<Snapshotter>;
+/**
+ * Builds the snapshotter for a configuration; with `metrics` (metrics_address set), records in
+ * them what only the snapshotter knows (device-mapper operations, the pool, the database).
+ */
+export type SnapshotterFactory = (
+  config: Config,
+  logger: Logger,
+  metrics?: Metrics,
+) => Promise<Snapshotter>;
 
 /** Options for {@linkcode serve}. */
 export interface ServeOptions {
@@ -35,6 +47,8 @@ export interface ServeOptions {
   notify?: (state: string) => void;
   /** Called once the socket accepts calls. */
   onListening?: (server: RunningServer) => void;
+  /** Called once the metrics endpoint listens (`metrics_address` set), before the pool opens. */
+  onMetricsListening?: (endpoint: MetricsEndpoint) => void;
 }
 
 /**
@@ -93,11 +107,22 @@ export async function serve(options: ServeOptions): Promise<void> {
   globalThis.addEventListener("unhandledrejection", onRejection);
   globalThis.addEventListener("error", onError);
 
+  let endpoint: MetricsEndpoint | undefined;
   try {
     // refuse a live socket before touching the pool: a second instance must not reconcile
     await prepareSocketPath(config.address);
+    const metrics = config.metricsAddress ? newMetrics(config, logger) : undefined;
+    if (metrics) {
+      // a taken port fails the start before the pool is touched, as a taken socket does
+      endpoint = await serveMetrics({
+        address: config.metricsAddress,
+        metrics,
+        logger: logger.with({ component: "metrics" }),
+      });
+      options.onMetricsListening?.(endpoint);
+    }
     notify(`STATUS=opening pool ${config.poolName}`);
-    const snapshotter = await options.openSnapshotter(config, logger);
+    const snapshotter = await options.openSnapshotter(config, logger, metrics);
     const closeSnapshotter = () =>
       snapshotter.close().catch((e) =>
         logger.error("cannot close snapshotter", { error: errorMessage(e) })
@@ -113,6 +138,7 @@ export async function serve(options: ServeOptions): Promise<void> {
         logger: logger.with({ component: "grpc" }),
         shutdownTimeoutMs: options.shutdownTimeoutMs,
         transport: config.grpcTransport,
+        metrics,
       });
     } catch (err) {
       await closeSnapshotter();
@@ -128,9 +154,29 @@ export async function serve(options: ServeOptions): Promise<void> {
     await server.close().catch(() => {}); // settle shutdownError
     if (shutdownError !== undefined) throw shutdownError;
   } finally {
+    // after the snapshotter closed: a scrape meanwhile leaves out what it cannot read
+    await endpoint?.close().catch((e) =>
+      logger.error("cannot close the metrics endpoint", { error: errorMessage(e) })
+    );
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
     options.stop?.removeEventListener("abort", requestStop);
     globalThis.removeEventListener("unhandledrejection", onRejection);
     globalThis.removeEventListener("error", onError);
   }
+}
+
+/** The metrics of a server with `config`, their source errors logged. */
+function newMetrics(config: Config, logger: Logger): Metrics {
+  const log = logger.with({ component: "metrics" });
+  const metrics = new Metrics({
+    onSourceError: (source, error) =>
+      log.warn("a scrape left out metrics it cannot read", { source, error: errorMessage(error) }),
+  });
+  metrics.setBuildInfo({
+    version: denoJson.version,
+    denoVersion: Deno.version.deno,
+    dmBackend: config.dmBackend,
+    transport: config.grpcTransport,
+  });
+  return metrics;
 }

@@ -12,6 +12,8 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 /** The command line was wrong (unknown command or flag, bad value). */
 export const EXIT_USAGE = 2;
+/** `status`: the pool cannot take new snapshots (unhealthy or below `min_free_space`). */
+export const EXIT_UNHEALTHY = 3;
 
 /** The command line is wrong; exit code 2, one-line message. */
 export class UsageError extends Error {

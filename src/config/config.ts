@@ -2,17 +2,18 @@
  * The service configuration: upstream devmapper keys (`root_path`, `pool_name`,
  * `base_image_size`, `async_remove`, `discard_blocks`, `fs_type`, `fs_options`) plus
  * `online_discard`, `min_free_space`, `allow_new_metadata`, `dm_backend`, `grpc_transport`,
- * `address` and `log_level`.
+ * `address`, `log_level` and `log_format`.
  *
  * Values come in layers (defaults, then the file, then command-line flags; later layers win).
  * {@linkcode resolveConfig} checks every key of every layer and reports every problem at once,
  * each with its key and where it came from.
  *
  * This layer checks syntax and the values it owns: types, sizes, absolute paths, the socket
- * address and its own enumerations (`dm_backend`, `grpc_transport`, `log_level`). What a value
- * means to the rest of the program (is `pool_name` a device-mapper name, can mkfs make
- * `fs_type`) is checked by the caller's {@linkcode ConfigCheck}, whose problems are reported
- * together with the others. The config layer imports nothing but `src/util`.
+ * address and its own enumerations (`dm_backend`, `grpc_transport`, `log_level`,
+ * `log_format`). What a value means to the rest of the program (is `pool_name` a
+ * device-mapper name, can mkfs make `fs_type`) is checked by the caller's
+ * {@linkcode ConfigCheck}, whose problems are reported together with the others. The config
+ * layer imports nothing but `src/util`.
  *
  * {@linkcode CONFIG_KEYS} is the one list of keys: the parser, the flags, `config default`,
  * `config check` and the README's table are all made from it.
@@ -21,10 +22,11 @@
  */
 import { isAbsolute, resolve } from "node:path";
 import { errorMessage } from "../util/errors.ts";
-import { type Level, LEVELS } from "../util/log.ts";
+import { type Level, LEVELS, LOG_FORMATS, type LogFormat } from "../util/log.ts";
 import { parseSize } from "../util/size.ts";
 import { type FreeSpace, parseFreeSpace } from "../util/free_space.ts";
 import { socketPath } from "../util/socket_path.ts";
+import { parseListenAddress } from "../util/listen_address.ts";
 
 /** Default config file; a missing default file means "all defaults". */
 export const DEFAULT_CONFIG_PATH = "/etc/devmapper-snapshotter/config.toml";
@@ -38,6 +40,8 @@ export const DEFAULT_BASE_IMAGE_SIZE = "10GB";
 export const DEFAULT_FS_TYPE = "ext4";
 /** Default log level. */
 export const DEFAULT_LOG_LEVEL: Level = "info";
+/** Default log line format (containerd's default too). */
+export const DEFAULT_LOG_FORMAT: LogFormat = "logfmt";
 /** Default free space the pool keeps for new snapshots (Docker's `dm.min_free_space`). */
 export const DEFAULT_MIN_FREE_SPACE = "10%";
 /**
@@ -84,7 +88,11 @@ export interface Config {
   grpcTransport: GrpcTransport;
   /** Absolute path of the unix socket to serve on. */
   address: string;
+  /** Where `GET /metrics` is served: `HOST:PORT` or `unix:/abs/path`; "" = no metrics. */
+  metricsAddress: string;
   logLevel: Level;
+  /** Log line format: `logfmt` (`key=value`) or `json` (one object per line). */
+  logFormat: LogFormat;
 }
 
 /** A key of the config file. */
@@ -102,7 +110,9 @@ export type ConfigKey =
   | "dm_backend"
   | "grpc_transport"
   | "address"
-  | "log_level";
+  | "metrics_address"
+  | "log_level"
+  | "log_format";
 
 /** Description of one key: its value type, command-line flag and documentation. */
 export interface KeySpec {
@@ -235,12 +245,30 @@ export const CONFIG_KEYS: Readonly<Record<ConfigKey, KeySpec>> = {
       "Point containerd's [proxy_plugins.<name>] address at it.",
     summary: "unix socket served (mode 0660)",
   },
+  metrics_address: {
+    type: "string",
+    field: "metricsAddress",
+    flag: "metrics-address",
+    doc: "Where to serve Prometheus metrics (HTTP GET /metrics): HOST:PORT (e.g. " +
+      '"127.0.0.1:9477"), unix:/path/to/metrics.sock, or empty for no metrics endpoint.',
+    summary: "Prometheus `GET /metrics` on `HOST:PORT` or `unix:PATH`; empty (default) = off",
+  },
   log_level: {
     type: "string",
     field: "logLevel",
     flag: "log-level",
     doc: `Log level: ${LEVELS.join(", ")}.`,
     summary: "`trace`, `debug` (one line per RPC with its duration), `info`, `warn`, `error`",
+  },
+  log_format: {
+    type: "string",
+    field: "logFormat",
+    flag: "log-format",
+    doc: 'Log line format: logfmt (time=... level=info msg="..." key=value) or json (one ' +
+      "object per line with the same fields: time, level, msg, then the line's own), as " +
+      "containerd's --log-format.",
+    summary: "`logfmt` (`time=… level=… msg=… key=value`) or `json` (one object per line, " +
+      "same fields)",
   },
 };
 
@@ -259,7 +287,9 @@ export const DEFAULT_VALUES: Readonly<Record<ConfigKey, string | boolean>> = {
   dm_backend: "auto",
   grpc_transport: "native",
   address: DEFAULT_ADDRESS,
+  metrics_address: "",
   log_level: DEFAULT_LOG_LEVEL,
+  log_format: DEFAULT_LOG_FORMAT,
 };
 
 /** True when `key` is a config key. */
@@ -355,7 +385,9 @@ const PROBLEM_ORDER: readonly ConfigKey[] = [
   "dm_backend",
   "grpc_transport",
   "address",
+  "metrics_address",
   "log_level",
+  "log_format",
 ];
 
 /** The value of `key` in `config` (the field {@linkcode KeySpec.field} names). */
@@ -533,7 +565,27 @@ export function resolveConfig(
     }
   }
 
+  let metricsAddress = "";
+  const metricsText = str("metrics_address");
+  if (metricsText) {
+    try {
+      const parsed = parseListenAddress(metricsText.trim());
+      const fromFlags = picked.get("metrics_address")!.layer.fromFlags === true;
+      const bare = metricsText.trim().replace(/^unix:(\/\/)?/, "");
+      if (parsed.transport === "unix" && !fromFlags && !isAbsolute(bare)) {
+        fail(
+          "metrics_address",
+          `must be HOST:PORT or unix: and an absolute path, not ${JSON.stringify(metricsText)}`,
+        );
+      }
+      metricsAddress = parsed.transport === "unix" ? `unix:${parsed.path}` : metricsText.trim();
+    } catch (err) {
+      fail("metrics_address", errorMessage(err));
+    }
+  }
+
   const logLevel = choice("log_level", LEVELS, DEFAULT_LOG_LEVEL, "level");
+  const logFormat = choice("log_format", LOG_FORMATS, DEFAULT_LOG_FORMAT, "log format");
 
   const config: Config = {
     rootPath,
@@ -549,7 +601,9 @@ export function resolveConfig(
     dmBackend,
     grpcTransport,
     address,
+    metricsAddress,
     logLevel,
+    logFormat,
   };
   if (options.check) {
     const parsed = new Set(

@@ -43,7 +43,9 @@ Deno.test("every key set in the file is used", () => {
       fs_type: "ext2",
       fs_options: "stride=8",
       address: "unix:///run/s.sock",
+      metrics_address: "127.0.0.1:9477",
       log_level: "debug",
+      log_format: "json",
     }),
     {
       rootPath: "/data/snap",
@@ -59,7 +61,9 @@ Deno.test("every key set in the file is used", () => {
       dmBackend: "dmsetup",
       grpcTransport: "grpc-js",
       address: "/run/s.sock",
+      metricsAddress: "127.0.0.1:9477",
       logLevel: "debug",
+      logFormat: "json",
     },
   );
 });
@@ -176,6 +180,22 @@ Deno.test("address: only unix sockets, bounded length; log_level: known levels",
   const [lvl] = problems({ pool_name: "p", log_level: "verbose" });
   assert.equal(lvl.key, "log_level");
   assert.match(lvl.message, /unknown level "verbose" \(use trace, debug, info, warn, error\)/);
+});
+
+Deno.test("log_format: logfmt by default, json, anything else a clear problem", () => {
+  assert.equal(resolveFile({ pool_name: "p" }).logFormat, "logfmt");
+  assert.equal(resolveFile({ pool_name: "p", log_format: "json" }).logFormat, "json");
+  assert.equal(
+    resolveFile({ pool_name: "p", log_format: "json" }, { log_format: "logfmt" }).logFormat,
+    "logfmt",
+    "the flag overrides the file",
+  );
+  const [text] = problems({ pool_name: "p", log_format: "text" });
+  assert.equal(text.key, "log_format");
+  assert.equal(text.message, 'unknown log format "text" (use logfmt, json)');
+  const [typed] = problems({ pool_name: "p", log_format: 1 });
+  assert.equal(typed.key, "log_format");
+  assert.match(typed.message, /must be a string, not number/);
 });
 
 Deno.test("unknown keys are listed together, and tables are unknown keys too", () => {

@@ -63,10 +63,14 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX snapshots_live ON snapshots (kind, state);
   CREATE INDEX snapshots_state ON snapshots (state);
   `,
-  // 3: each snapshot's Info encoded (containerd's wire form), written with the row, so a List
-  // of everything sends bytes (store.ts fills it for the rows already there)
+  // 3: each snapshot's Info as a List entry (a ListSnapshotsResponse holding just it), written
+  // with the row, so a List of everything sends bytes SQLite joins (store.ts fills it for the
+  // rows already there)
+  // ...and the snapshots of a device by index: deleting a device row made SQLite scan every
+  // snapshot for the foreign key (snapshots.thin_id), 2 ms per Remove at 10,000 rows on the host
   `
-  ALTER TABLE snapshots ADD COLUMN info_pb BLOB;
+  ALTER TABLE snapshots ADD COLUMN list_entry BLOB;
+  CREATE INDEX snapshots_thin ON snapshots (thin_id);
   `,
 ];
 

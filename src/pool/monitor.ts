@@ -16,7 +16,11 @@
  * - every status read is compared with the last one: a change of the pool's state (mode,
  *   needs_check, data or metadata below the guard) is logged once, at warn for space, error for
  *   read-only, failed or needs_check, info when the pool is healthy again;
- * - {@linkcode PoolMonitor.settle} waits for the read in flight, so nothing runs after close.
+ * - {@linkcode PoolMonitor.settle} waits for the read in flight, so nothing runs after close;
+ * - {@linkcode PoolMonitor.figures} (the metrics) reports the last status read, and reads one
+ *   only when that is older than the age the caller allows (a scrape adds no device-mapper
+ *   call on a server whose calls keep the status fresh). A fall of free data or metadata space
+ *   below the guard seen by any status read counts as one low-water crossing.
  *
  * @module
  */
@@ -24,7 +28,15 @@ import { UnavailableError } from "../util/errors.ts";
 import type { FreeSpace } from "../util/free_space.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
 import type { DeviceMapper, PoolStatus, TargetStatus } from "../dm/types.ts";
-import { creationError, deletionError, type PoolProblem, poolProblem } from "./health.ts";
+import {
+  creationError,
+  deletionError,
+  METADATA_BLOCK_BYTES,
+  type PoolProblem,
+  poolProblem,
+} from "./health.ts";
+import type { PoolFigures } from "../metrics/metrics.ts";
+import type { PoolMode } from "../metrics/names.ts";
 
 /** How long one status read of all devices is shared, ms. */
 export const STATUS_CACHE_MS = 1000;
@@ -56,6 +68,12 @@ export class PoolMonitor {
   #poolAt = -Infinity;
   /** The state last logged (or found at open): `healthy`, or the problem's state and flags. */
   #state: string;
+  /** When the read that gave {@linkcode PoolMonitor.#pool} started, Unix ms. */
+  #poolReadAtMs = 0;
+  /** Free space below the guard as last read. */
+  #low = { data: false, metadata: false };
+  /** Falls of free space below the guard seen since start. */
+  readonly #crossings = { data: 0, metadata: 0 };
 
   /** Creates the monitor. */
   constructor(options: PoolMonitorOptions) {
@@ -66,7 +84,10 @@ export class PoolMonitor {
     this.#now = options.now ?? (() => performance.now());
     this.#pool = options.status;
     if (options.status) this.#poolAt = this.#now();
-    this.#state = options.status ? stateKey(this.problem(options.status)) : "healthy";
+    if (options.status) this.#poolReadAtMs = Date.now();
+    const problem = options.status && this.problem(options.status);
+    this.#state = options.status ? stateKey(problem) : "healthy";
+    this.#low = { data: problem?.dataLow ?? false, metadata: problem?.metadataLow ?? false };
   }
 
   /** The problem of `status` for new devices under this monitor's guard, if any. */
@@ -84,6 +105,7 @@ export class PoolMonitor {
           const line = all.get(this.#poolName)?.[0];
           this.#pool = line?.target === "thin-pool" ? line as PoolStatus : undefined;
           this.#poolAt = now;
+          this.#poolReadAtMs = Date.now() - (this.#now() - now);
           if (this.#pool) this.#observe(this.#pool);
         },
         () => (this.#cache = undefined),
@@ -141,9 +163,44 @@ export class PoolMonitor {
     return this.#now() - this.#poolAt;
   }
 
-  /** Logs a change of the pool's state. */
+  /**
+   * The pool's figures for the metrics (none before the first status read): from the last
+   * status read when it is at most `maxAgeMs` old (default: whatever its age), else from a
+   * status read now, shared with every other caller as any read is. On a busy server the
+   * check before Prepare/View keeps the status fresh, so a scrape reads nothing; on an idle
+   * one, a scrape reads at most one status per `maxAgeMs`, so the figures follow what running
+   * containers write. A read that fails leaves the last figures.
+   */
+  async figures(maxAgeMs = Infinity): Promise<PoolFigures | undefined> {
+    if (this.#age() > maxAgeMs) await this.deviceStatus().catch(() => {});
+    return this.lastFigures();
+  }
+
+  /** The pool's figures from the last status read, whatever its age; never reads one. */
+  lastFigures(): PoolFigures | undefined {
+    const s = this.#pool;
+    if (!s) return undefined;
+    const dataBytes = s.length * 512;
+    const blockBytes = s.totalDataBlocks > 0 ? dataBytes / s.totalDataBlocks : 0;
+    return {
+      dataUsedBytes: s.usedDataBlocks * blockBytes,
+      dataSizeBytes: dataBytes,
+      metadataUsedBytes: s.usedMetadataBlocks * METADATA_BLOCK_BYTES,
+      metadataSizeBytes: s.totalMetadataBlocks * METADATA_BLOCK_BYTES,
+      mode: poolMode(s),
+      belowLowWater: { ...this.#low },
+      lowWaterCrossings: { ...this.#crossings },
+      readAtMs: this.#poolReadAtMs,
+    };
+  }
+
+  /** Logs a change of the pool's state; counts falls below the guard. */
   #observe(status: PoolStatus): void {
     const problem = this.problem(status);
+    const low = { data: problem?.dataLow ?? false, metadata: problem?.metadataLow ?? false };
+    if (low.data && !this.#low.data) this.#crossings.data++;
+    if (low.metadata && !this.#low.metadata) this.#crossings.metadata++;
+    this.#low = low;
     const state = stateKey(problem);
     if (state === this.#state) return;
     const from = this.#state;
@@ -166,10 +223,24 @@ export class PoolMonitor {
     }
   }
 
+  /** The pool's status as last read (undefined before any). */
+  get lastStatus(): PoolStatus | undefined {
+    return this.#pool;
+  }
+
   /** Waits for a status read in flight. */
   async settle(): Promise<void> {
     await this.#cache?.status.catch(() => {});
   }
+}
+
+/** The mode of `status` as the metrics name it (the most serious condition wins). */
+export function poolMode(status: PoolStatus): PoolMode {
+  if (status.failed || status.mode === "fail") return "failed";
+  if (status.needsCheck) return "needs_check";
+  if (status.mode === "ro") return "read_only";
+  if (status.mode === "out_of_data_space") return "out_of_data_space";
+  return "read_write";
 }
 
 /** One word per distinct state: what changes it is worth a log line. */

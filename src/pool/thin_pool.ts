@@ -26,6 +26,7 @@ import { MAX_THIN_ID } from "../dm/thin_messages.ts";
 import type { FsType } from "../dm/mkfs.ts";
 import { checkPoolHealth } from "./health.ts";
 import { PoolMonitor } from "./monitor.ts";
+import type { PoolFigures } from "../metrics/metrics.ts";
 import type { DeviceRecord, MetadataStore } from "../metadata/store.ts";
 import { type Logger, silentLogger } from "../util/log.ts";
 import { errorMessage, NotFoundError, UnavailableError } from "../util/errors.ts";
@@ -72,6 +73,19 @@ export interface Formatter {
   emptyRoot(device: string, fsType: FsType): Promise<void>;
   /** Discards all blocks of `device` (path). */
   discard(device: string): Promise<void>;
+  /**
+   * Grows the filesystem on `device` (path, not mounted elsewhere) to fill the device. A
+   * filesystem that grows only while mounted (xfs) is mounted on `mountPoint` (created, then
+   * unmounted and removed) meanwhile.
+   */
+  grow(device: string, fsType: FsType, mountPoint: string): Promise<void>;
+  /** Unmounts (lazily) and removes a grow's mount point left by a crash; absent is fine. */
+  releaseMount(mountPoint: string): Promise<void>;
+  /**
+   * True when a mount of the filesystem on `device` (path) would have to replay a journal
+   * (see `src/dm/fs_state.ts`); absent, never.
+   */
+  needsRecovery?(device: string, fsType: FsType): Promise<boolean>;
 }
 
 /** Options for {@linkcode ThinPool}. */
@@ -92,6 +106,12 @@ export interface ThinPoolOptions {
   suspendTimeoutMs?: number;
   /** `min_free_space`: new devices are refused below it (see `health.ts`); absent, no guard. */
   minFreeSpace?: FreeSpace;
+  /**
+   * Directory for the temporary mount points of filesystem grows (see
+   * {@linkcode ThinPool.growFilesystem}), this instance's own (under its `root_path`): what is
+   * left there after a crash is released at the next start. Absent: xfs cannot grow.
+   */
+  growDir?: string;
   /**
    * Devices get the dm UUID `<uuidPrefix><thin id>` when activated, which tells this
    * instance's active devices from another's on a shared pool (see
@@ -134,6 +154,7 @@ export class ThinPool {
   /** In-flight template builds, by template key (instance state). */
   readonly #templates = new Map<string, Promise<DeviceRecord>>();
   readonly #monitor: PoolMonitor;
+  readonly #growDir: string | undefined;
 
   /** Creates the manager; call {@linkcode ThinPool.status} to check the pool. */
   constructor(options: ThinPoolOptions) {
@@ -146,6 +167,7 @@ export class ThinPool {
     this.#idAttempts = options.idAttempts ?? 64;
     this.#uuidPrefix = options.uuidPrefix;
     this.#suspendTimeoutMs = options.suspendTimeoutMs ?? SUSPEND_TIMEOUT_MS;
+    this.#growDir = options.growDir;
     this.#monitor = new PoolMonitor({
       dm: this.dm,
       poolName: this.poolName,
@@ -201,6 +223,14 @@ export class ThinPool {
   /** The pool's status, read now. */
   poolStatus(): Promise<PoolStatus> {
     return this.#monitor.poolStatus();
+  }
+
+  /**
+   * The pool's figures for the metrics, from the last status read, or one read now when that
+   * is older than `maxAgeMs` (see `monitor.ts`).
+   */
+  figures(maxAgeMs?: number): Promise<PoolFigures | undefined> {
+    return this.#monitor.figures(maxAgeMs);
   }
 
   /**
@@ -517,21 +547,63 @@ export class ThinPool {
     });
   }
 
-  /** Activates `device` (creates its dm device) unless it is already active. */
-  async activate(device: DeviceRecord, options: { readOnly?: boolean } = {}): Promise<void> {
+  /**
+   * Activates `device` (creates its dm device) unless it is already active. `strict`: a device
+   * of that name already active fails with EBUSY instead.
+   */
+  async activate(
+    device: DeviceRecord,
+    options: { readOnly?: boolean; strict?: boolean } = {},
+  ): Promise<void> {
+    const create = { readOnly: options.readOnly };
     try {
       await this.dm.create(
         device.name,
         thinTable(this.poolName, device.thinId, device.sizeBytes),
         this.#uuidPrefix === undefined
-          ? options
-          : { ...options, uuid: this.#uuidPrefix + device.thinId },
+          ? create
+          : { ...create, uuid: this.#uuidPrefix + device.thinId },
       );
     } catch (err) {
       // EBUSY: a device of that name exists already; fine if it is ours and live.
+      if (options.strict) throw err;
       if (isErrno(err, "EBUSY") && await this.isActive(device.name)) return;
       throw err;
     }
+  }
+
+  /**
+   * Activates `device` read-only under its own name, for the views that share it. Returns true
+   * when it is active read-only (now, or already); false, leaving nothing activated, when it
+   * must not be shared: a device of that name is active read-write (a committed snapshot still
+   * open, committed while mounted, its deferred removal pending: writes can still reach it), or
+   * its filesystem needs a journal replayed (its host crashed while it was mounted), which a
+   * read-only device cannot do. One create (and a 1 KiB read of an ext4 superblock) when it is
+   * not active; its info when it is.
+   */
+  async activateReadOnly(device: DeviceRecord): Promise<boolean> {
+    try {
+      await this.activate(device, { readOnly: true, strict: true });
+    } catch (err) {
+      if (!isErrno(err, "EBUSY")) throw err;
+      const info = await this.dm.info(device.name);
+      if (!info) throw err; // EBUSY for its UUID, under another name: not ours to share
+      return info.readOnly;
+    }
+    const path = devicePath(device.name);
+    let dirty: boolean;
+    try {
+      dirty = await this.#formatter.needsRecovery?.(path, device.fsType as FsType) ?? false;
+    } catch (error) {
+      this.#log.warn("cannot read a filesystem's journal state; not shared", {
+        device: device.name,
+        error,
+      });
+      dirty = true;
+    }
+    if (!dirty) return true;
+    await this.deactivate(device);
+    return false;
   }
 
   /** Resumes a suspended device; one that is gone is fine. */
@@ -612,6 +684,54 @@ export class ThinPool {
     }
   }
 
+  /**
+   * Grows the filesystem on active `device` (just created, not yet handed out) to fill its
+   * virtual size. An xfs grow mounts it on a private directory of the grow directory meanwhile;
+   * a crash there leaves that mount for {@linkcode ThinPool.releaseGrowMounts}.
+   */
+  async growFilesystem(device: DeviceRecord): Promise<void> {
+    if (this.#growDir === undefined) {
+      throw new Error(`Cannot grow the filesystem on "${device.name}": no grow directory given`);
+    }
+    await this.#formatter.grow(
+      devicePath(device.name),
+      device.fsType as FsType,
+      `${this.#growDir}/${device.name}`,
+    );
+  }
+
+  /**
+   * Unmounts and removes what grows a crash interrupted left in the grow directory, so that
+   * their devices are no longer open and can be deleted. Reads the directory only: nothing is
+   * spawned unless something was left. Returns the mount points released.
+   */
+  async releaseGrowMounts(): Promise<string[]> {
+    const left: string[] = [];
+    if (this.#growDir === undefined) return left;
+    try {
+      for await (const entry of Deno.readDir(this.#growDir)) {
+        if (entry.name.startsWith(`${this.poolName}-dms-`)) {
+          left.push(`${this.#growDir}/${entry.name}`);
+        }
+      }
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return [];
+      throw err;
+    }
+    for (const mountPoint of left) await this.#formatter.releaseMount(mountPoint);
+    return left;
+  }
+
+  /**
+   * Bytes of the pool's data space (the length of its thin-pool table), from the last status
+   * read; undefined before any. The health check before a creation keeps it at most about a
+   * second old.
+   */
+  get dataBytes(): number | undefined {
+    const status = this.#monitor.lastStatus;
+    return status === undefined ? undefined : status.length * 512;
+  }
+
   /** Mapped bytes of an active device (from `dmsetup status`). */
   async mappedBytes(device: { name: string }): Promise<number> {
     const lines = await this.dm.status(device.name);
@@ -668,7 +788,8 @@ export class ThinPool {
     const keep = templateKey(fsType, fsOptions, sizeBytes);
     const dropped: number[] = [];
     for (const device of this.store.listTemplates()) {
-      if (device.templateKey === keep) continue;
+      // a template that views share stays until their last one is removed (the next start)
+      if (device.templateKey === keep || this.store.countViews(device.thinId) > 0) continue;
       this.store.setDeviceState(device.thinId, "deleting");
       try {
         await this.destroy({ ...device, state: "deleting" });

@@ -15,10 +15,13 @@
  * @module
  */
 import type { Logger } from "../util/log.ts";
+import type { Metrics } from "../metrics/metrics.ts";
 import { Code } from "./codes.ts";
-import type { Info, Snapshotter } from "../snapshots/types.ts";
+import type { EncodedPage, Info, Snapshotter } from "../snapshots/types.ts";
+import { joinListEntries } from "../snapshots/info_wire.ts";
 import { infoToWire, mountToWire, usageToWire } from "./convert.ts";
 import {
+  EncodedMessage,
   InvalidUtf8Error,
   type MessageCodec,
   type MethodName,
@@ -71,6 +74,8 @@ export interface HandlerOptions {
   maxMessageBytes?: number;
   /** How Lists with `~=` filters run on worker threads (tests). */
   regexMatcher?: RegexMatcherOptions;
+  /** Where every finished call is counted and timed, by method and code; none when absent. */
+  metrics?: Metrics;
 }
 
 /** Framing of an Info beside its strings: tags, lengths, kind, timestamps, the List's field. */
@@ -173,7 +178,16 @@ export function decodeRequest(
 /** Records one finished RPC. */
 type Finish = (code: Code, err?: unknown) => void;
 
-function startLog(logger: Logger, method: MethodName, key: string): Finish {
+/** Times a call for `metrics` (by method and code name), then logs it with `log`. */
+function measureCall(metrics: Metrics, method: MethodName, log: Finish): Finish {
+  const started = performance.now();
+  return (code, err) => {
+    metrics.rpcDone(method, Code[code] ?? String(code), (performance.now() - started) / 1000);
+    log(code, err);
+  };
+}
+
+function logCall(logger: Logger, method: MethodName, key: string): Finish {
   if (!logger.enabled("debug") && !logger.enabled("warn")) return () => {};
   const started = performance.now();
   return (code, err) => {
@@ -189,6 +203,51 @@ function startLog(logger: Logger, method: MethodName, key: string): Finish {
   };
 }
 
+function logTooLarge(logger: Logger, key: string, bytes: number, maxBytes: number): void {
+  logger.error("List: a snapshot is left out, its Info is larger than a message", {
+    key: shorten(key),
+    bytes,
+    max_bytes: maxBytes,
+  });
+}
+
+/**
+ * Sends pages of snapshots in wire form (`Snapshotter.walkEncoded`): a page joined into one
+ * message as it is; a page of entries in messages of at most `count` entries and about `bytes`
+ * bytes, each message one copy of its entries. An entry too large for a message alone is left
+ * out and logged, as in {@linkcode fitInMessage}.
+ */
+export async function sendEncoded(
+  pages: AsyncIterable<EncodedPage>,
+  sink: ListSink,
+  o: { count: number; bytes: number; maxMessage: number; logger: Logger },
+): Promise<void> {
+  for await (const page of pages) {
+    if (sink.gone() !== undefined) return;
+    if ("message" in page) {
+      await sink.write(new EncodedMessage(page.message));
+      continue;
+    }
+    let batch: Uint8Array[] = [];
+    let size = 0;
+    for (const { key, entry } of page.entries) {
+      if (entry.length > o.maxMessage) {
+        logTooLarge(o.logger, key, entry.length, o.maxMessage);
+        continue;
+      }
+      if (batch.length >= o.count || (batch.length > 0 && size + entry.length > o.bytes)) {
+        await sink.write(new EncodedMessage(joinListEntries(batch)));
+        if (sink.gone() !== undefined) return;
+        batch = [];
+        size = 0;
+      }
+      batch.push(entry);
+      size += entry.length;
+    }
+    if (batch.length > 0) await sink.write(new EncodedMessage(joinListEntries(batch)));
+  }
+}
+
 /** A method with one response message. */
 export type UnaryMethod = Exclude<MethodName, "List">;
 
@@ -202,8 +261,10 @@ export type Failure = Exclude<Code, Code.OK>;
 
 /** Where a List call sends its messages. */
 export interface ListSink {
-  /** Sends one message; resolves when more may be sent. */
-  write(message: WireListResponse): Promise<void>;
+  /** Sends one message; resolves when more may be sent (it may still be queued). */
+  write(message: WireListResponse | EncodedMessage): Promise<void>;
+  /** Resolves once every message written has left (none queued), if the sink queues any. */
+  drain?(): Promise<void>;
   /** Why nobody waits for the stream any more (CANCELLED, DEADLINE_EXCEEDED), or undefined. */
   gone(): Failure | undefined;
 }
@@ -239,7 +300,12 @@ function stopped(code: Failure): { code: Failure; details: string } {
 
 /** Builds the transport-independent service. */
 export function createService(options: HandlerOptions): SnapshotsService {
-  const { snapshotter: s, logger } = options;
+  const { snapshotter: s, logger, metrics } = options;
+  // every call starts here, whatever its transport: the one place calls are logged and counted
+  const startLog = (method: MethodName, key: string): Finish =>
+    metrics
+      ? measureCall(metrics, method, logCall(logger, method, key))
+      : logCall(logger, method, key);
   const count = Math.max(1, options.listBatchSize ?? DEFAULT_LIST_BATCH);
   const bytes = options.listBatchBytes ?? MAX_LIST_BATCH_BYTES;
   const maxMessage = options.maxMessageBytes ?? MAX_MESSAGE_BYTES;
@@ -287,7 +353,7 @@ export function createService(options: HandlerOptions): SnapshotsService {
       let finish: Finish = () => {};
       try {
         key = requestKey(method, request);
-        finish = startLog(logger, method, key);
+        finish = startLog(method, key);
       } catch {
         // logging setup must never break the call
       }
@@ -312,34 +378,41 @@ export function createService(options: HandlerOptions): SnapshotsService {
       }
     },
     async list(request, sink) {
-      const finish = startLog(logger, "List", "");
+      const finish = startLog("List", "");
       const gone = () => sink.gone() !== undefined;
       try {
         const checked = validateList(request as WireListRequest);
         // a page of the snapshotter's walk at a time, so memory holds one page whatever the
         // number of snapshots; matched here, not by the snapshotter: in slices, or on a worker
         // (list_match.ts)
-        const slices = new Slices();
-        for await (const page of s.walk()) {
-          await slices.next(gone); // reading a page is work too: other calls get their turn
-          const infos = "regexSources" in checked
-            ? await matcher.match(checked.regexSources, page, gone)
-            : matchesEverything(checked.filter)
-            ? page
-            : await matchSliced(page, checked.filter, gone, slices);
-          const { fit, tooLarge } = fitInMessage(infos, maxMessage);
-          for (const { info, bytes: size } of tooLarge) {
-            logger.error("List: a snapshot is left out, its Info is larger than a message", {
-              key: shorten(info.name),
-              bytes: size,
-              max_bytes: maxMessage,
-            });
-          }
-          for (const batch of listBatches(fit, count, bytes)) {
-            if (gone()) break;
-            await sink.write({ info: batch.map(infoToWire) });
+        if (!("regexSources" in checked) && matchesEverything(checked.filter) && s.walkEncoded) {
+          // everything: pages as SQLite joins the List entries kept with the rows
+          const pages = s.walkEncoded({
+            pageSize: count,
+            maxBytes: bytes,
+            maxEntryBytes: maxMessage,
+          });
+          await sendEncoded(pages, sink, { count, bytes, maxMessage, logger });
+        } else {
+          const slices = new Slices();
+          for await (const page of s.walk()) {
+            await slices.next(gone); // reading a page is work too: other calls get their turn
+            const infos = "regexSources" in checked
+              ? await matcher.match(checked.regexSources, page, gone)
+              : matchesEverything(checked.filter)
+              ? page
+              : await matchSliced(page, checked.filter, gone, slices);
+            const { fit, tooLarge } = fitInMessage(infos, maxMessage);
+            for (const { info, bytes: size } of tooLarge) {
+              logTooLarge(logger, info.name, size, maxMessage);
+            }
+            for (const batch of listBatches(fit, count, bytes)) {
+              if (gone()) break;
+              await sink.write({ info: batch.map(infoToWire) });
+            }
           }
         }
+        await sink.drain?.(); // the List ends when its messages are out, not queued
         const why = sink.gone();
         if (why !== undefined) {
           finish(why);

@@ -13,6 +13,7 @@
  */
 import { type Logger, silentLogger } from "../util/log.ts";
 import type { Snapshotter } from "../snapshots/types.ts";
+import type { Metrics } from "../metrics/metrics.ts";
 import {
   createService,
   DEFAULT_LIST_BATCH,
@@ -69,6 +70,8 @@ export interface ServerOptions {
   snapshotterCloseTimeoutMs?: number;
   /** gRPC implementation (default `native`). */
   transport?: Transport;
+  /** Counts and times every call (by method and gRPC code); none when absent. */
+  metrics?: Metrics;
 }
 
 /** A listening server. */
@@ -141,6 +144,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     logger,
     listBatchSize: options.listBatchSize ?? DEFAULT_LIST_BATCH,
     listBatchBytes: options.listBatchBytes,
+    metrics: options.metrics,
   };
   const service = createService(handlers);
   const server = transport === "native"

@@ -1,11 +1,13 @@
 /**
- * An {@linkcode Info} in containerd's wire form (`containerd.services.snapshots.v1.Info`), so the
- * metadata store can keep each snapshot's encoded Info beside its row and a List can send those
- * bytes as they are: no object and no encoding per snapshot per List.
+ * An {@linkcode Info} in containerd's wire form (`containerd.services.snapshots.v1.Info`), and as
+ * a List entry: a `ListSnapshotsResponse` holding that one Info. The metadata store keeps each
+ * snapshot's entry beside its row; entries put end to end are a `ListSnapshotsResponse` holding
+ * them all (a repeated field's elements concatenate), so a List sends a page as SQLite joins it:
+ * no object and no encoding per snapshot per List.
  *
  * Invariants: the bytes decode, with containerd's proto, to the same Info as the server's own
- * encoding of it (src/server/info_wire_test.ts checks it); timestamps are always present (containerd
- * 1.6 decodes them as non-nullable), empty strings and zero numbers are left out as proto3 does.
+ * encoding of it (info_wire_test.ts checks it); timestamps are always present (containerd 1.6
+ * decodes them as non-nullable), empty strings and zero numbers are left out as proto3 does.
  *
  * Field numbers (proto/containerd/services/snapshots/v1/snapshots.proto): Info name 1, parent 2,
  * kind 3, created_at 4, updated_at 5, labels 6 (map entries: key 1, value 2);
@@ -15,8 +17,6 @@
  */
 import protobuf from "protobufjs";
 import type { Info, Kind, Timestamp } from "./types.ts";
-
-export type { EncodedInfo } from "./types.ts";
 
 /** Wire numbers of the kinds (containerd: view 1, active 2, committed 3). */
 const KIND_NUMBER: Readonly<Record<Kind, number>> = { view: 1, active: 2, committed: 3 };
@@ -48,41 +48,24 @@ export function encodeInfo(info: Info): Uint8Array {
   return w.finish();
 }
 
-/** Bytes of a varint holding `n` (a length below 2^32). */
-function varintLength(n: number): number {
-  let bytes = 1;
-  while (n >= 0x80) {
-    n >>>= 7;
-    bytes++;
-  }
-  return bytes;
-}
-
-/** Encoded size of `info` as element `field` of a repeated message field (tag, length, body). */
-export function embeddedSize(info: Uint8Array): number {
-  return 1 + varintLength(info.length) + info.length;
-}
-
 /**
- * A message whose field 1 repeats `infos` (encoded Infos): a `ListSnapshotsResponse`, made by
- * copying the bytes once.
+ * `info` as a List entry: a `ListSnapshotsResponse` holding just it (field 1, the Info as a
+ * length-delimited element). Entries put end to end make the response holding them all.
  */
-export function encodeInfoList(infos: readonly Uint8Array[]): Uint8Array {
+export function encodeListEntry(info: Info): Uint8Array {
+  const body = encodeInfo(info);
+  return protobuf.Writer.create().uint32(tag(1, 2)).bytes(body).finish();
+}
+
+/** `entries` (see {@linkcode encodeListEntry}) end to end: one `ListSnapshotsResponse`. */
+export function joinListEntries(entries: readonly Uint8Array[]): Uint8Array {
   let total = 0;
-  for (const info of infos) total += embeddedSize(info);
+  for (const entry of entries) total += entry.length;
   const out = new Uint8Array(total);
   let at = 0;
-  for (const info of infos) {
-    out[at++] = tag(1, 2);
-    for (let n = info.length;; n >>>= 7) {
-      if (n < 0x80) {
-        out[at++] = n;
-        break;
-      }
-      out[at++] = (n & 0x7f) | 0x80;
-    }
-    out.set(info, at);
-    at += info.length;
+  for (const entry of entries) {
+    out.set(entry, at);
+    at += entry.length;
   }
   return out;
 }

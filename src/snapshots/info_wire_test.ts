@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { embeddedSize, encodeInfo, encodeInfoList } from "./info_wire.ts";
+import { encodeInfo, encodeListEntry, joinListEntries } from "./info_wire.ts";
 import type { Info } from "./types.ts";
 import { loadSnapshotsProto, type WireInfo, type WireListResponse } from "../server/proto.ts";
 import { infoFromWire, infoToWire } from "../server/convert.ts";
@@ -48,10 +48,11 @@ Deno.test("info wire: an encoded Info decodes, with containerd's proto, to the I
   }
 });
 
-Deno.test("info wire: a list of encoded Infos is a ListSnapshotsResponse, sized exactly", () => {
-  const encoded = INFOS.map(encodeInfo);
-  const message = encodeInfoList(encoded);
-  assert.equal(message.length, encoded.reduce((n, e) => n + embeddedSize(e), 0));
-  assert.deepEqual(listCodec.decode(message).info.map(infoFromWire), INFOS);
-  assert.deepEqual(listCodec.decode(encodeInfoList([])).info, []);
+Deno.test("info wire: List entries end to end are one ListSnapshotsResponse holding them all", () => {
+  const entries = INFOS.map(encodeListEntry);
+  for (const [i, entry] of entries.entries()) {
+    assert.deepEqual(listCodec.decode(entry).info.map(infoFromWire), [INFOS[i]]);
+  }
+  assert.deepEqual(listCodec.decode(joinListEntries(entries)).info.map(infoFromWire), INFOS);
+  assert.deepEqual(listCodec.decode(joinListEntries([])).info, []);
 });

@@ -41,11 +41,30 @@ export interface Usage {
   inodes: number;
 }
 
-/** A snapshot's key and its Info in wire form (`src/snapshots/info_wire.ts`). */
+/** A snapshot's key and its List entry (`src/snapshots/info_wire.ts`). */
 export interface EncodedInfo {
   key: string;
-  /** The Info as a `containerd.services.snapshots.v1.Info` message. */
-  info: Uint8Array;
+  /** A `ListSnapshotsResponse` holding just this snapshot's Info. */
+  entry: Uint8Array;
+}
+
+/**
+ * A page of snapshots in key order, in wire form: one `ListSnapshotsResponse` holding them all
+ * when it fits the bounds asked for, otherwise each entry apart (for the caller to batch, and to
+ * leave out one too large for any message).
+ */
+export type EncodedPage =
+  | { rows: number; lastKey: string; message: Uint8Array }
+  | { rows: number; lastKey: string; entries: EncodedInfo[] };
+
+/** Bounds of {@linkcode Snapshotter.walkEncoded}. */
+export interface EncodedWalkOptions {
+  /** Snapshots per page (and so per whole message). */
+  pageSize: number;
+  /** A page is one message only when it is at most this many bytes... */
+  maxBytes: number;
+  /** ...and none of its entries is larger than this. */
+  maxEntryBytes: number;
 }
 
 /** containerd's snapshotter contract, as the gRPC service calls it. */
@@ -76,10 +95,10 @@ export interface Snapshotter {
    */
   walk(filter?: Filter): AsyncIterable<Info[]>;
   /**
-   * Every snapshot, a page at a time in key order, each Info already in wire form: for a List
-   * of everything, sent as it is. Optional: without it such a List encodes what `walk` gives.
+   * Every snapshot, a page at a time in key order, already in wire form: for a List of
+   * everything, sent as it is. Optional: without it such a List encodes what `walk` gives.
    */
-  walkEncoded?(): AsyncIterable<EncodedInfo[]>;
+  walkEncoded?(options: EncodedWalkOptions): AsyncIterable<EncodedPage>;
   cleanup(): Promise<void>;
   /** Idempotent. */
   close(): Promise<void>;

@@ -36,7 +36,10 @@ import {
   ROOT_BLOCK,
   ROOT_EMPTY,
   SUPERBLOCK,
+  superblockText,
 } from "../../testing/memory_formatter.ts";
+import { MAX_SIZE_LABEL } from "./size_label.ts";
+import type { FsType } from "../pool/thin_pool.ts";
 import { memorySnapshotterOptions } from "../../testing/memory_snapshotter_options.ts";
 
 const POOL = "crashpool";
@@ -56,13 +59,21 @@ interface Config {
   name: string;
   asyncRemove: boolean;
   discardBlocks: boolean;
+  /** Default ext4; only the cases marked `anyFs` run under another. */
+  fsType?: FsType;
 }
 
 const CONFIGS: readonly Config[] = [
   { name: "sync remove", asyncRemove: false, discardBlocks: false },
   { name: "sync remove + discard", asyncRemove: false, discardBlocks: true },
   { name: "async remove + discard", asyncRemove: true, discardBlocks: true },
+  // xfs grows while mounted: mount, grow, umount are three steps (see memory_formatter.ts)
+  { name: "sync remove, xfs", asyncRemove: false, discardBlocks: false, fsType: "xfs" },
 ];
+
+/** The max-size label the grow cases ask for: twice the memory snapshotter's base image. */
+const GROWN_BYTES = 16 * 1024 * 1024;
+const GROW_LABELS = { [MAX_SIZE_LABEL]: String(GROWN_BYTES) };
 
 /** What the test expects of one snapshot. */
 interface Expected {
@@ -115,6 +126,7 @@ class World {
       poolName: POOL,
       asyncRemove: this.config.asyncRemove,
       discardBlocks: this.config.discardBlocks,
+      fsType: this.config.fsType ?? "ext4",
       dm: this.dm,
       formatter: this.formatter,
       clock: createClock({ backend: "calibrated" }),
@@ -159,15 +171,16 @@ class World {
 
   // model-keeping versions of the operations, for building states
 
-  async prepare(key: string, parent: string): Promise<void> {
-    const mounts = await this.s.prepare(key, parent);
+  async prepare(key: string, parent: string, labels?: Record<string, string>): Promise<void> {
+    const mounts = await this.s.prepare(key, parent, labels);
     assert.equal(nameOfPath(mounts[0].source), this.deviceOf(key));
-    applyCreate(this.model, "active", key, parent);
+    const grownTo = labels?.[MAX_SIZE_LABEL] ? Number(labels[MAX_SIZE_LABEL]) : undefined;
+    applyCreate(this.model, "active", key, parent, { fsType: this.config.fsType, grownTo });
   }
 
   async view(key: string, parent: string): Promise<void> {
     await this.s.view(key, parent);
-    applyCreate(this.model, "view", key, parent);
+    applyCreate(this.model, "view", key, parent, { fsType: this.config.fsType });
   }
 
   write(key: string, block: number, text: string): void {
@@ -191,10 +204,24 @@ class World {
   }
 }
 
-function applyCreate(model: Model, kind: Kind, key: string, parent: string): void {
+/**
+ * Adds snapshot `key` to the model: its parent's blocks, or an empty filesystem of
+ * `fs.fsType` (default ext4); `fs.grownTo`: its filesystem grown to that size (max-size label).
+ */
+function applyCreate(
+  model: Model,
+  kind: Kind,
+  key: string,
+  parent: string,
+  fs: { fsType?: FsType; grownTo?: number } = {},
+): void {
   const blocks = parent
     ? new Map(model.get(parent)!.blocks)
-    : new Map([[SUPERBLOCK, "fs=ext4 options="], [ROOT_BLOCK, ROOT_EMPTY]]);
+    : new Map([[SUPERBLOCK, superblockText(fs.fsType ?? "ext4", "")], [ROOT_BLOCK, ROOT_EMPTY]]);
+  if (fs.grownTo !== undefined) {
+    const [, type, options] = /^fs=(\S+) options=(\S*)/.exec(blocks.get(SUPERBLOCK)!)!;
+    blocks.set(SUPERBLOCK, superblockText(type, options, fs.grownTo));
+  }
   model.set(key, { kind, blocks });
 }
 
@@ -213,9 +240,11 @@ interface OperationCase {
   /** Keys a failure's message should name. */
   subjects: readonly string[];
   /** The model after the operation succeeded. */
-  apply(model: Model): void;
+  apply(model: Model, config: Config): void;
   /** Only under this remove mode. */
   asyncRemove?: boolean;
+  /** Runs under every filesystem's config too (the others only under ext4's). */
+  anyFs?: boolean;
   /** Makes no device-mapper call at all under `config` (only store work). */
   storeOnly?: (config: Config) => boolean;
 }
@@ -237,6 +266,15 @@ async function baseState(w: World): Promise<void> {
   await w.restart();
 }
 
+/** The base state plus committed `big`, made with the max-size label (grown), with a file. */
+async function grownState(w: World): Promise<void> {
+  await baseState(w);
+  await w.prepare("big-work", "", GROW_LABELS);
+  w.write("big-work", FIRST_DATA_BLOCK + 4, "big file");
+  await w.commit("big", "big-work");
+  await w.restart();
+}
+
 /** The base state plus committed `mounted`, committed while its device was open (still is). */
 async function mountedState(w: World): Promise<void> {
   await baseState(w);
@@ -248,6 +286,30 @@ async function mountedState(w: World): Promise<void> {
 }
 
 const CASES: readonly OperationCase[] = [
+  {
+    name: "Prepare without parent, grown by the max-size label",
+    anyFs: true,
+    setup: baseState,
+    run: (s) => s.prepare("new", "", GROW_LABELS),
+    subjects: ["new"],
+    apply: (m, c) =>
+      applyCreate(m, "active", "new", "", { fsType: c.fsType, grownTo: GROWN_BYTES }),
+  },
+  {
+    name: "Prepare with parent, grown by the max-size label",
+    anyFs: true,
+    setup: baseState,
+    run: (s) => s.prepare("new", "base", GROW_LABELS),
+    subjects: ["new", "base"],
+    apply: (m) => applyCreate(m, "active", "new", "base", { grownTo: GROWN_BYTES }),
+  },
+  {
+    name: "Prepare with a grown parent (inherits its size, nothing to grow)",
+    setup: grownState,
+    run: (s) => s.prepare("new", "big"),
+    subjects: ["new", "big"],
+    apply: (m) => applyCreate(m, "active", "new", "big"),
+  },
   {
     name: "Prepare without parent, first (builds the template)",
     setup: (w) => w.restart(),
@@ -277,15 +339,41 @@ const CASES: readonly OperationCase[] = [
     apply: (m) => applyCreate(m, "active", "new", "mounted"),
   },
   {
-    name: "View with parent",
+    name: "View with parent, the first (activates its device read-only)",
     setup: baseState,
+    run: (s) => s.view("new", "leaf"),
+    subjects: ["new", "leaf"],
+    apply: (m) => applyCreate(m, "view", "new", "leaf"),
+  },
+  {
+    name: "View with parent, another (shares the active device)",
+    setup: baseState,
+    storeOnly: () => true,
     run: (s) => s.view("new", "base"),
     subjects: ["new", "base"],
     apply: (m) => applyCreate(m, "view", "new", "base"),
   },
   {
+    name: "View of a parent still mounted (a device of its own)",
+    setup: mountedState,
+    run: (s) => s.view("new", "mounted"),
+    subjects: ["new", "mounted"],
+    apply: (m) => applyCreate(m, "view", "new", "mounted"),
+  },
+  {
     name: "View without parent",
     setup: baseState,
+    run: (s) => s.view("new", ""),
+    subjects: ["new"],
+    apply: (m) => applyCreate(m, "view", "new", ""),
+  },
+  {
+    name: "View without parent, another (shares the template)",
+    setup: async (w) => {
+      await baseState(w);
+      await w.view("empty", "");
+    },
+    storeOnly: () => true,
     run: (s) => s.view("new", ""),
     subjects: ["new"],
     apply: (m) => applyCreate(m, "view", "new", ""),
@@ -324,6 +412,28 @@ const CASES: readonly OperationCase[] = [
     apply: (m) => m.delete("v"),
   },
   {
+    name: "Remove a view that is not the last of its parent",
+    setup: async (w) => {
+      await baseState(w);
+      await w.view("v2", "base");
+    },
+    storeOnly: () => true,
+    run: (s) => s.remove("v"),
+    subjects: ["v"],
+    apply: (m) => m.delete("v"),
+  },
+  {
+    name: "Remove the last view of the template",
+    setup: async (w) => {
+      await baseState(w);
+      await w.view("empty", "");
+    },
+    storeOnly: (c) => c.asyncRemove,
+    run: (s) => s.remove("empty"),
+    subjects: ["empty"],
+    apply: (m) => m.delete("empty"),
+  },
+  {
     name: "Remove a committed snapshot",
     setup: baseState,
     storeOnly: (c) => c.asyncRemove,
@@ -338,6 +448,17 @@ const CASES: readonly OperationCase[] = [
       await baseState(w);
       await w.remove("act");
       await w.remove("leaf");
+    },
+    run: (s) => s.cleanup(),
+    subjects: [],
+    apply: () => {},
+  },
+  {
+    name: "Cleanup after the asynchronous Remove of a last view (deactivates its device)",
+    asyncRemove: true,
+    setup: async (w) => {
+      await baseState(w);
+      await w.remove("v");
     },
     run: (s) => s.cleanup(),
     subjects: [],
@@ -391,6 +512,22 @@ async function checkSnapshots(w: World, model: Model, where: string): Promise<vo
   }
 }
 
+/**
+ * Devices that views share: a view's device that is also a committed snapshot's or the
+ * template's (a view with a device of its own is the only snapshot on it).
+ */
+function sharedDevices(w: World, model: Model): Set<string> {
+  const store = w.s.pool.store;
+  const templates = new Set(store.listTemplates().map((d) => d.name));
+  const committed = new Set(
+    [...model].filter(([, e]) => e.kind === "committed").map(([k]) => w.deviceOf(k)),
+  );
+  return new Set(
+    [...model].filter(([, e]) => e.kind === "view").map(([k]) => w.deviceOf(k))
+      .filter((name) => committed.has(name) || templates.has(name)),
+  );
+}
+
 /** True when `listed` has exactly the keys and kinds of `model`. */
 function sameSnapshots(model: Model, listed: Map<string, Kind>): boolean {
   if (model.size !== listed.size) return false;
@@ -432,13 +569,21 @@ async function checkReconciled(w: World, model: Model, where: string): Promise<v
     }
   }
   // activity follows the snapshots; a committed device stays only while still open (mounted)
-  const wanted = [...model].filter(([, e]) => e.kind !== "committed" || e.mounted)
-    .map(([k]) => w.deviceOf(k)).sort();
+  // or while views share it (read-only)
+  const wanted = [
+    ...new Set(
+      [...model].filter(([, e]) => e.kind !== "committed" || e.mounted).map(([k]) => w.deviceOf(k)),
+    ),
+  ].sort();
   assert.deepEqual(w.dm.thinDevices(POOL), wanted, `${where}: active devices`);
+  const shared = sharedDevices(w, model);
+  for (const name of shared) {
+    assert.ok((await w.dm.info(name))?.readOnly, `${where}: shared ${name} is read-only`);
+  }
   const suspended: string[] = [];
   for (const [key, e] of model) {
     const info = await w.dm.info(w.deviceOf(key));
-    if (e.kind === "committed" && info) {
+    if (e.kind === "committed" && info && !shared.has(info.name)) {
       assert.ok(w.dm.deferredRemovePending(info.name), `${where}: ${key} left active`);
     }
     if (info?.suspended) suspended.push(key);
@@ -495,7 +640,7 @@ async function withWorld<T>(
 function record(config: Config, op: OperationCase): Promise<Step[]> {
   return withWorld(config, op.setup, async (w) => {
     const after = cloneModel(w.model);
-    op.apply(after);
+    op.apply(after, config);
     const mark = w.dm.calls.length;
     await op.run(w.s);
     const calls = w.dm.calls.slice(mark);
@@ -512,7 +657,7 @@ function failAt(config: Config, op: OperationCase, step: Step): Promise<void> {
   return withWorld(config, op.setup, async (w) => {
     const before = cloneModel(w.model);
     const after = cloneModel(w.model);
-    op.apply(after);
+    op.apply(after, config);
     w.dm.injectFault(faultAt(step, { errno: "EIO" }));
     const outcome = await op.run(w.s).then(() => undefined, (err: unknown) => ({ err }));
     assert.deepEqual(w.dm.pendingFaults, [], `${where}: step not reached`);
@@ -540,7 +685,7 @@ function crashAt(
   return withWorld(config, op.setup, async (w) => {
     const before = cloneModel(w.model);
     const after = cloneModel(w.model);
-    op.apply(after);
+    op.apply(after, config);
     w.dm.onCrash(() => w.die());
     w.dm.injectFault(faultAt(step, { crash: point }));
     await op.run(w.s).catch(() => {});
@@ -590,6 +735,7 @@ async function runScenarios(config: Config, op: OperationCase): Promise<string[]
 }
 
 function applies(op: OperationCase, config: Config): boolean {
+  if ((config.fsType ?? "ext4") !== "ext4" && !op.anyFs) return false;
   return op.asyncRemove === undefined || op.asyncRemove === config.asyncRemove;
 }
 

@@ -12,7 +12,12 @@
  *   every such device of a pool that cannot change (read-only, failed: `deletionsRefused`),
  *   which keeps its row and is reported `postponed`: the start goes on, degraded;
  * - templates of earlier settings are deleted (nothing depends on a template);
- * - the devices of active snapshots and views are active, those of committed snapshots are not;
+ * - no temporary mount of a filesystem grow (`containerd.io/snapshot/max-size`, xfs) is left:
+ *   a crash during one leaves its device mounted (open), so these go first;
+ * - the devices of active snapshots and views are active, those of committed snapshots are not,
+ *   except a committed snapshot's (or a template's) that views share, which is active read-only
+ *   exactly while a view row on it exists (a crash between its activation and the view's row,
+ *   or between a removal's deactivation and the row's deletion, is put right here);
  * - an active device named like ours without a row of our own (another instance's on a shared
  *   pool) is left alone and reported `foreign`.
  *
@@ -52,7 +57,10 @@ export async function reconcile(
     busy: [],
     foreign: [],
     postponed: [],
+    released: [],
   };
+  // 0. mounts of grows a crash interrupted: released, so that their devices can go.
+  report.released.push(...await pool.releaseGrowMounts());
   // 1. snapshots whose creation never finished: drop them (Prepare never returned).
   for (const s of store.listSnapshots("creating")) {
     store.deleteSnapshot(s.id);
@@ -118,11 +126,18 @@ export async function reconcile(
   }
   // 4. activation follows the records.
   const wanted = new Set<string>();
-  for (const { key, device } of store.listLiveDevices()) {
+  for (const { key, device, shared } of store.listLiveDevices()) {
+    if (wanted.has(device.name)) continue; // views sharing one device
     wanted.add(device.name);
-    if (active.has(device.name)) continue;
+    const info = active.get(device.name);
+    if (info) {
+      if (shared && !info.readOnly) {
+        log.warn("views share a device that is active read-write", { device: device.name });
+      }
+      continue;
+    }
     try {
-      await pool.activate(device);
+      await pool.activate(device, { readOnly: shared });
       report.activated.push(device.name);
     } catch (err) {
       log.error("cannot activate the device of a snapshot", {
@@ -179,6 +194,8 @@ export interface ReconcileReport {
    * rows stay for Cleanup or the next start.
    */
   postponed: string[];
+  /** Temporary mount points of interrupted filesystem grows, unmounted and removed. */
+  released: string[];
   /**
    * Active devices named like ours that this store has no row of its own for: another
    * instance's on a shared pool (or left by a wiped `root_path`). Left alone.

@@ -10,6 +10,14 @@
  *    dropped only *after* the pool deleted the device;
  * 3. whether a device is active is never stored: at start every ready active/view snapshot is
  *    (re)activated and every committed one deactivated, from what the kernel reports.
+ *
+ * A view has no thin device of its own: views of one committed snapshot (or, without a parent,
+ * of the template) share that device, active read-only under its own name while a view row on
+ * it exists (the row's thin id is the shared device's). Which devices are shared is read from
+ * the rows, so a crash anywhere is reconciled like any activation. One turn per shared device
+ * ({@linkcode DevmapperSnapshotter.#shareTurn}) orders the activation decisions of its views.
+ * A committed snapshot still open read-write (committed while mounted) is not shared: its
+ * views get a thin snapshot of their own, as every view did before.
  * {@linkcode DevmapperSnapshotter.reconcile} (`reconcile.ts`) finishes or undoes whatever a
  * crash interrupted.
  *
@@ -24,7 +32,16 @@
  * @module
  */
 import { mkdirSync } from "node:fs";
-import type { Info, Kind, Mount, Snapshotter, Usage } from "../snapshots/types.ts";
+import { join } from "node:path";
+import type {
+  EncodedPage,
+  EncodedWalkOptions,
+  Info,
+  Kind,
+  Mount,
+  Snapshotter,
+  Usage,
+} from "../snapshots/types.ts";
 import {
   AlreadyExistsError,
   errorMessage,
@@ -50,6 +67,7 @@ import { stateMessage } from "../pool/monitor.ts";
 import { isErrno } from "../dm/errors.ts";
 import { reconcile, type ReconcileReport } from "./reconcile.ts";
 import type { SnapshotterSettings } from "./settings.ts";
+import { deviceSizeFor } from "./size_label.ts";
 
 export type { SnapshotterSettings };
 import { type Logger, silentLogger } from "../util/log.ts";
@@ -121,6 +139,10 @@ export class DevmapperSnapshotter implements Snapshotter {
   #closed = false;
   /** Ids of the snapshot rows `creating` that a call of this process is working on. */
   readonly #creating = new Set<number>();
+  /** The last turn on each shared device, by thin id (see {@linkcode #shareTurn}). */
+  readonly #shareTurns = new Map<number, Promise<void>>();
+  /** Shared devices whose last view an asynchronous Remove dropped: Cleanup deactivates them. */
+  readonly #idleShares = new Set<number>();
 
   /** Use {@linkcode openSnapshotter}. */
   constructor(store: MetadataStore, options: SnapshotterOptions, poolStatus?: PoolStatus) {
@@ -138,6 +160,7 @@ export class DevmapperSnapshotter implements Snapshotter {
       status: poolStatus,
       minFreeSpace: options.minFreeSpace,
       uuidPrefix: deviceUuidPrefix(options.rootPath, options.poolName),
+      growDir: join(options.rootPath, "grow"),
     });
   }
 
@@ -205,8 +228,11 @@ export class DevmapperSnapshotter implements Snapshotter {
     const device = this.#store.getDevice(s.thinId);
     const options: string[] = [];
     if (s.fsType === "xfs") options.push("nouuid");
-    if (s.kind === "view") options.push("ro");
-    else if (this.#settings.onlineDiscard && s.fsType !== "ext2") options.push("discard");
+    if (s.kind === "view") {
+      options.push("ro");
+      // a shared device is read-only: its journal cannot be replayed (nor needs to be)
+      if (this.#sharedDevice(s)) options.push(...(NO_REPLAY[s.fsType] ?? []));
+    } else if (this.#settings.onlineDiscard && s.fsType !== "ext2") options.push("discard");
     return [{
       type: s.fsType,
       source: this.pool.devicePath(device ?? { name: this.pool.deviceName(s.thinId) }),
@@ -232,7 +258,7 @@ export class DevmapperSnapshotter implements Snapshotter {
 
   /** Creates a read-only view of committed `parent` ("" for an empty filesystem). */
   view(key: string, parent: string, labels: Record<string, string> = {}): Promise<Mount[]> {
-    return this.#measure("view", { key, parent }, () => this.#create("view", key, parent, labels));
+    return this.#measure("view", { key, parent }, () => this.#createView(key, parent, labels));
   }
 
   #checkNew(kind: Kind, key: string, parent: string): SnapshotRecord | undefined {
@@ -265,8 +291,15 @@ export class DevmapperSnapshotter implements Snapshotter {
     const p = this.#checkNew(kind, key, parent);
     await this.pool.checkHealth(`cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
     const fsType = (p?.fsType ?? this.#settings.fsType) as FsType;
-    const sizeBytes = p?.sizeBytes ?? this.#settings.baseImageSize;
-    const originId = p ? p.thinId : (await this.#template(fsType, sizeBytes)).thinId;
+    const inheritedBytes = p?.sizeBytes ?? this.#settings.baseImageSize;
+    // containerd.io/snapshot/max-size: a bigger device, its filesystem grown (Prepare only)
+    const sizeBytes = kind !== "active" ? inheritedBytes : deviceSizeFor({
+      labels,
+      inheritedBytes,
+      poolBytes: this.pool.dataBytes,
+      what: `${KIND_WORD[kind]} snapshot "${key}"`,
+    });
+    const originId = p ? p.thinId : (await this.#template(fsType, inheritedBytes)).thinId;
     const created = this.#clock.now();
     const reserved = this.#store.transaction(() => {
       const again = this.#checkNew(kind, key, parent);
@@ -293,6 +326,7 @@ export class DevmapperSnapshotter implements Snapshotter {
       let device: DeviceRecord;
       try {
         device = await this.pool.materialize(reserved.device);
+        if (sizeBytes > inheritedBytes) await this.pool.growFilesystem(device);
       } catch (err) {
         await this.#undoCreate(reserved.id);
         throw await this.#explain(err, `cannot create ${KIND_WORD[kind]} snapshot "${key}"`);
@@ -387,6 +421,145 @@ export class DevmapperSnapshotter implements Snapshotter {
     return new Error(`${what}: ${err.message}`, { cause: err });
   }
 
+  /**
+   * A view shares the device of committed `parent` (none: of the template), activated
+   * read-only under its own name by the first view (one create) and only recorded for the
+   * next ones (no device-mapper call). A parent still active read-write (committed while
+   * mounted, its deferred removal pending: writes can reach it) is not shared: the view gets a
+   * thin snapshot of its own, as every view did before.
+   */
+  async #createView(
+    key: string,
+    parent: string,
+    labels: Record<string, string>,
+  ): Promise<Mount[]> {
+    this.#open();
+    await this.#undoStale(key);
+    const p = this.#checkNew("view", key, parent);
+    const what = `cannot create view snapshot "${key}"`;
+    await this.pool.checkHealth(what);
+    const fsType = (p?.fsType ?? this.#settings.fsType) as FsType;
+    const device = p
+      ? this.#store.getDevice(p.thinId)
+      : await this.#template(fsType, this.#settings.baseImageSize);
+    const shared = device !== undefined && await this.#shareTurn(device.thinId, async () => {
+      if (this.#store.countViews(device.thinId) === 0) {
+        const readOnly = await this.pool.activateReadOnly(device).catch(async (err) => {
+          throw await this.#explain(err, what);
+        });
+        if (!readOnly) return false;
+      }
+      this.#idleShares.delete(device.thinId);
+      try {
+        this.#store.transaction(() => {
+          const again = this.#checkNew("view", key, parent);
+          this.#store.insertSnapshot({
+            key,
+            kind: "view",
+            state: "ready",
+            parentId: again?.id ?? null,
+            thinId: device.thinId,
+            fsType,
+            sizeBytes: device.sizeBytes,
+            created: this.#clock.now(),
+            labels,
+          });
+        });
+      } catch (err) {
+        await this.#releaseShare(device);
+        throw err;
+      }
+      return true;
+    });
+    if (shared) return this.#mounts(this.#ready(key));
+    this.#log.info("view of a snapshot still open read-write: it gets a device of its own", {
+      key,
+      parent,
+    });
+    return await this.#create("view", key, parent, labels);
+  }
+
+  /**
+   * Runs `fn` after every earlier turn on shared device `thinId` is done: the decision to
+   * activate or deactivate it and the view rows that decision rests on go together.
+   */
+  async #shareTurn<T>(thinId: number, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#shareTurns.get(thinId) ?? Promise.resolve();
+    const run = previous.then(fn);
+    const done = run.then(() => {}, () => {});
+    this.#shareTurns.set(thinId, done);
+    try {
+      return await run;
+    } finally {
+      if (this.#shareTurns.get(thinId) === done) this.#shareTurns.delete(thinId);
+    }
+  }
+
+  /**
+   * Deactivates shared `device` when no view uses it (in its turn). A failure is logged and
+   * returns false: the device stays active, for a later Cleanup or the next start.
+   */
+  async #releaseShare(device: DeviceRecord): Promise<boolean> {
+    if (this.#store.countViews(device.thinId) > 0) return true;
+    try {
+      await this.pool.deactivate(device);
+      return true;
+    } catch (error) {
+      this.#log.warn("cannot deactivate a device no view uses; Cleanup or the next start does", {
+        device: device.name,
+        error,
+      });
+      return false;
+    }
+  }
+
+  /** The device view `s` shares (its committed parent's or a template's); none of its own. */
+  #sharedDevice(s: SnapshotRecord): DeviceRecord | undefined {
+    if (s.kind !== "view") return undefined;
+    const device = this.#store.getDevice(s.thinId);
+    if (!device) return undefined;
+    if (device.role === "template") return device;
+    if (s.parentId === null) return undefined;
+    return this.#store.getSnapshotById(s.parentId)?.thinId === s.thinId ? device : undefined;
+  }
+
+  /**
+   * Removes view `s` that shares `device`. Removing the last one deactivates the device first
+   * (a view still mounted refuses the removal, as its own device did); with `async_remove` that
+   * is left to Cleanup, and Remove makes no device-mapper call.
+   */
+  #removeSharedView(
+    key: string,
+    check: () => SnapshotRecord,
+    device: DeviceRecord,
+  ): Promise<void> {
+    return this.#shareTurn(device.thinId, async () => {
+      check();
+      const last = this.#store.countViews(device.thinId) <= 1;
+      const now = last && !this.#settings.asyncRemove;
+      if (now) {
+        try {
+          await this.pool.deactivate(device);
+        } catch (err) {
+          if (isErrno(err, "EBUSY")) {
+            throw new FailedPreconditionError(
+              `cannot remove snapshot "${key}": device ${device.name} is busy (still mounted?)`,
+              { cause: err },
+            );
+          }
+          throw await this.#explain(err, `cannot remove snapshot "${key}"`);
+        }
+      }
+      try {
+        this.#store.transaction(() => this.#store.deleteSnapshot(check().id));
+      } catch (err) {
+        if (now) await this.pool.activateReadOnly(device).catch(() => {});
+        throw err;
+      }
+      if (last && !now) this.#idleShares.add(device.thinId);
+    });
+  }
+
   /** The mounts of an active snapshot or view. */
   mounts(key: string): Promise<Mount[]> {
     return this.#measure("mounts", { key }, () => {
@@ -472,6 +645,8 @@ export class DevmapperSnapshotter implements Snapshotter {
         return s;
       };
       const s = check();
+      const shared = this.#sharedDevice(s);
+      if (shared) return await this.#removeSharedView(key, check, shared);
       const device = this.#store.getDevice(s.thinId)!;
       if (!this.#settings.asyncRemove) {
         // a pool that cannot change keeps the snapshot whole: containerd's GC skips it
@@ -540,6 +715,7 @@ export class DevmapperSnapshotter implements Snapshotter {
       const parentBytes = s.parentId === null
         ? 0
         : this.#store.getSnapshotById(s.parentId)?.usageBytes ?? 0;
+      if (this.#sharedDevice(s)) return { size: 0, inodes: 0 }; // writes nothing
       let bytes = s.usageBytes;
       if (s.kind !== "committed") {
         const name = this.#store.getDevice(s.thinId)?.name ?? this.pool.deviceName(s.thinId);
@@ -589,12 +765,48 @@ export class DevmapperSnapshotter implements Snapshotter {
     }
   }
 
+  /**
+   * Every snapshot in containerd's wire form, a page at a time in key order, from the List
+   * entries kept with the rows: each page one message joined by SQLite, or its entries apart
+   * when it exceeds `options`' bounds. Like {@linkcode walk} otherwise.
+   */
+  async *walkEncoded(options: EncodedWalkOptions): AsyncGenerator<EncodedPage> {
+    const fields: Record<string, unknown> = { rows: 0, encoded: true };
+    const started = performance.now();
+    let error: unknown;
+    try {
+      for (let after = "";;) {
+        this.#open();
+        const page = this.#store.listEncodedPage(after, {
+          limit: options.pageSize,
+          maxBytes: options.maxBytes,
+          maxEntryBytes: options.maxEntryBytes,
+        });
+        if (page === undefined) return;
+        fields.rows = Number(fields.rows) + page.rows;
+        after = page.lastKey;
+        yield page;
+        if (page.rows < options.pageSize) return;
+      }
+    } catch (err) {
+      error = this.#failure("list", fields, err);
+      throw error;
+    } finally {
+      this.#record("list", fields, started, this.pool.spawns, error);
+    }
+  }
+
   /** Deletes devices of removed snapshots that are still in the pool. */
   cleanup(): Promise<void> {
     return this.#measure("cleanup", {}, async () => {
       this.#open();
       for (const s of this.#store.listSnapshots("creating")) {
         if (!this.#creating.has(s.id)) await this.#undoCreate(s.id); // see #undoStale
+      }
+      for (const thinId of [...this.#idleShares]) {
+        const device = this.#store.getDevice(thinId);
+        const released = !device || await this.#shareTurn(thinId, () => this.#releaseShare(device));
+        if (released) this.#idleShares.delete(thinId);
       }
       const pending = this.#store.listDevices("deleting");
       if (pending.length === 0) return;
@@ -656,6 +868,9 @@ export class DevmapperSnapshotter implements Snapshotter {
     this.#clock.close?.();
   }
 }
+
+/** Mount options that keep a read-only filesystem from replaying its journal, by fs type. */
+const NO_REPLAY: Record<string, string[]> = { ext4: ["noload"], xfs: ["norecovery"] };
 
 /**
  * A failure of the metadata database during `op` as the error the caller gets: what could not be

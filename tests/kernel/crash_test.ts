@@ -71,6 +71,168 @@ async function waitForOrphans(pgid: number): Promise<void> {
   );
 }
 
+/** What a killed worker printed. */
+interface KilledWorker {
+  stdout: string;
+}
+
+/**
+ * Runs `crash_worker.ts` with `args` and SIGKILLs it after `delayMs` (counted from its start,
+ * or with `afterStart` from its first line, once it has opened the snapshotter), then waits
+ * for the processes it started; fails the test with its output when it ended on its own.
+ */
+async function killWorkerAfter(
+  args: Record<string, unknown> & { mountDir: string; seed: number },
+  delayMs: number,
+  options: { afterStart?: boolean } = {},
+): Promise<KilledWorker> {
+  // setsid: the worker leads its own process group, which its children join
+  const child = new Deno.Command("setsid", {
+    args: [
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--no-check",
+      new URL("./crash_worker.ts", import.meta.url).pathname,
+      JSON.stringify(args),
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const { promise: started, resolve: start } = Promise.withResolvers<void>();
+  const output = (async () => {
+    let text = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      if (text.includes("\n")) start();
+    }
+    start();
+    return text;
+  })();
+  const errors = new Response(child.stderr).text();
+  if (options.afterStart) await started;
+  // time is what these tests are about: the kill lands wherever the worker is by then
+  await new Promise((r) => setTimeout(r, delayMs));
+  let exitedEarly = false;
+  const leader = await procStat(child.pid);
+  if (leader) assert.equal(leader.pgrp, child.pid, "the worker leads its process group");
+  try {
+    child.kill("SIGKILL");
+  } catch {
+    exitedEarly = true; // reported below with its output
+  }
+  await child.status;
+  await waitForOrphans(child.pid);
+  const stderr = await errors;
+  const stdout = await output;
+  if (exitedEarly || /error: Uncaught/.test(stderr)) {
+    const trail = await Deno.readTextFile(join(args.mountDir, "..", `worker-${args.seed}.log`))
+      .catch((e) => `(no trail: ${e})`);
+    const mounts = await Deno.readTextFile("/proc/mounts");
+    const dm = await shTry("dmsetup", "info", "-c");
+    assert.fail(
+      `worker failed on its own: ${stderr}\nits stdout:\n${stdout.slice(-4000)}\n` +
+        `its trail:\n${trail.slice(-6000)}\nmounts:\n${mounts}\ndm:\n${dm.stdout}`,
+    );
+  }
+  return { stdout };
+}
+
+/** Active devices of the pool must be exactly those of the active snapshots and views. */
+async function checkActivity(
+  s: Awaited<ReturnType<Awaited<ReturnType<typeof createTestSnapshotter>>["reopen"]>>,
+  pool: string,
+  where: string,
+): Promise<void> {
+  const infos = await s.list();
+  const wanted = [
+    ...new Set(
+      infos.filter((i) => i.kind !== "committed").map((i) =>
+        s.pool.deviceName(s.pool.store.getSnapshot(i.name)!.thinId)
+      ),
+    ),
+  ].sort();
+  assert.deepEqual(await thinDevicesOn(pool), wanted, where);
+  // a device that views share (a committed snapshot's, a template's) has a read-only table
+  const shared = new Set(
+    infos.filter((i) => i.kind === "committed").map((i) =>
+      s.pool.deviceName(s.pool.store.getSnapshot(i.name)!.thinId)
+    ).concat(s.pool.store.listTemplates().map((d) => d.name)),
+  );
+  for (const name of wanted.filter((n) => shared.has(n))) {
+    const attr = await sh("dmsetup", "info", "-c", "--noheadings", "-o", "attr", name);
+    assert.equal(attr.trim()[3], "r", `${where}: ${name} shared read-only (L--r)`);
+  }
+}
+
+Deno.test("crash: SIGKILL during view activation and deactivation: nothing leaked or lost (12 kills)", async () => {
+  requireKernel();
+  await using t = await createTestSnapshotter({ dataMb: 512 });
+  const mountDir = join(t.pool.dir, "mnt");
+  await Deno.mkdir(mountDir, { recursive: true });
+  const contents = new Map<string, string>();
+  for (const name of ["a", "b"]) {
+    await withMount(
+      await t.snapshotter.prepare(`${name}-work`, ""),
+      (dir) => Deno.writeTextFile(join(dir, "f"), `layer ${name}\n`),
+    );
+    await t.snapshotter.commit(name, `${name}-work`);
+    contents.set(name, `layer ${name}\n`);
+  }
+  await t.snapshotter.view("warm", ""); // the template exists before the kills
+  await t.snapshotter.remove("warm");
+  const ids = await t.pool.thinIds();
+  const seed = runSeed(SEED_ENV, "the view crash test");
+  const random = seeded(seed);
+  console.log(`view crash test: seed ${seed} (replay: ${SEED_ENV}=${seed})`);
+  const struck: Record<string, number> = { viewing: 0, removing: 0, between: 0 };
+  for (let iteration = 0; iteration < 12; iteration++) {
+    const workerSeed = (iteration + 1) * 1_000_000 + random(1_000_000);
+    const delayMs = random(400);
+    await t.snapshotter.close();
+    const { stdout } = await killWorkerAfter(
+      { ...t.settings, mountDir, seed: workerSeed, mode: "views" },
+      delayMs,
+      { afterStart: true },
+    );
+    const events = stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    const last = events.at(-1);
+    // where the kill struck: in a View (activation), in a Remove (deactivation), or elsewhere
+    struck[["viewing", "removing"].includes(last?.op) ? last.op : "between"]++;
+    const s = await t.reopen();
+    const where = `iteration ${iteration} of seed ${seed}`;
+    assert.deepEqual(await t.pool.thinIds(), ids, `${where}: no thin device leaked or lost`);
+    assert.deepEqual(s.pool.store.listDevices().filter((d) => d.state !== "ready"), [], where);
+    await checkActivity(s, t.pool.name, where);
+    // every view the worker saw returned is there unless its Remove may have run
+    const names = new Set((await s.list()).map((i) => i.name));
+    const interrupted = ["viewing", "removing"].includes(last?.op) ? last.key : undefined;
+    const live = new Set<string>();
+    for (const e of events) {
+      if (e.op === "view") live.add(e.key);
+      if (e.op === "remove") live.delete(e.key);
+    }
+    for (const key of live) {
+      if (key !== interrupted) assert.ok(names.has(key), `${where}: view ${key} lost`);
+    }
+    // the views read their parent's content
+    for (const info of (await s.list()).filter((i) => i.kind === "view").slice(0, 3)) {
+      await withMount(await s.mounts(info.name), async (dir) => {
+        const expected = info.parent ? { f: contents.get(info.parent) } : {};
+        const files: Record<string, string> = {};
+        for await (const e of Deno.readDir(dir)) {
+          files[e.name] = await Deno.readTextFile(join(dir, e.name));
+        }
+        assert.deepEqual(files, expected, `${where}: view ${info.name}`);
+      });
+    }
+  }
+  console.log(
+    `view crash test: seed ${seed}, 12 kills: ${struck.viewing} during a View, ` +
+      `${struck.removing} during a Remove, ${struck.between} between; leaked 0, lost 0`,
+  );
+});
+
 Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kills)", async () => {
   requireKernel();
   await using t = await createTestSnapshotter({ dataMb: 1024 });
@@ -95,45 +257,10 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
         `${workerSeed}, SIGKILL after ${delayMs} ms`,
     );
     await t.snapshotter.close();
-    // setsid: the worker leads its own process group, which its children join
-    const child = new Deno.Command("setsid", {
-      args: [
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--no-check",
-        new URL("./crash_worker.ts", import.meta.url).pathname,
-        JSON.stringify({ ...t.settings, mountDir, seed: workerSeed }),
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const output = new Response(child.stdout).text();
-    const errors = new Response(child.stderr).text();
-    // time is what this test is about: the kill lands wherever the worker is by then
-    await new Promise((r) => setTimeout(r, delayMs));
-    let exitedEarly = false;
-    const leader = await procStat(child.pid);
-    if (leader) assert.equal(leader.pgrp, child.pid, "the worker leads its process group");
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      exitedEarly = true; // reported below with its output
-    }
-    await child.status;
-    await waitForOrphans(child.pid);
-    const stderr = await errors;
-    const stdout = await output;
-    if (exitedEarly || /error: Uncaught/.test(stderr)) {
-      const trail = await Deno.readTextFile(join(t.pool.dir, `worker-${workerSeed}.log`))
-        .catch((e) => `(no trail: ${e})`);
-      const mounts = await Deno.readTextFile("/proc/mounts");
-      const dm = await shTry("dmsetup", "info", "-c");
-      assert.fail(
-        `worker failed on its own: ${stderr}\nits stdout:\n${stdout.slice(-4000)}\n` +
-          `its trail:\n${trail.slice(-6000)}\nmounts:\n${mounts}\ndm:\n${dm.stdout}`,
-      );
-    }
+    const { stdout } = await killWorkerAfter(
+      { ...t.settings, mountDir, seed: workerSeed },
+      delayMs,
+    );
     let removing: string | undefined;
     for (const line of stdout.split("\n")) {
       if (!line.startsWith("{")) continue;
@@ -163,15 +290,8 @@ Deno.test("crash: SIGKILL during operations leaves a reconcilable state (20 kill
       if (!recorded.has(id)) leaked++;
     }
     // active devices are exactly those of active snapshots and views
+    await checkActivity(s, t.pool.name, `iteration ${iteration} of seed ${seed}`);
     const infos = await s.list();
-    const wanted = infos.filter((i) => i.kind !== "committed").map((i) =>
-      s.pool.deviceName(s.pool.store.getSnapshot(i.name)!.thinId)
-    ).sort();
-    assert.deepEqual(
-      await thinDevicesOn(t.pool.name),
-      wanted,
-      `iteration ${iteration} of seed ${seed}`,
-    );
     // every committed snapshot the worker saw returned is still there with its content
     const names = new Set(infos.map((i) => i.name));
     for (const c of committed.values()) {

@@ -4,6 +4,10 @@
  * *returns* it prints one JSON line, so the test knows what must survive a SIGKILL:
  * `{"op":"commit","name":…,"content":…}`, `{"op":"remove","key":…}`, …
  *
+ * `mode: "views"`: only Views (of the committed snapshots there are, or of nothing) and their
+ * Removes, as fast as they go, so that a kill lands in the activation or deactivation of a
+ * shared read-only device.
+ *
  * @module
  */
 import { join } from "node:path";
@@ -14,6 +18,7 @@ import { sh } from "./fixtures.ts";
 const settings = JSON.parse(Deno.args[0]) as SnapshotterSettings & {
   mountDir: string;
   seed: number;
+  mode?: "views";
 };
 const s = await openSnapshotter({ ...settings, ...realStack() });
 let seed = settings.seed;
@@ -29,6 +34,24 @@ function emit(event: Record<string, unknown>) {
   console.log(line);
 }
 emit({ op: "start", pid: Deno.pid });
+
+for (let i = 0; settings.mode === "views"; i++) {
+  // every step is a first View of its parent (an activation) or a last Remove (a deactivation)
+  const all = await s.list();
+  const parents = ["", ...all.filter((x) => x.kind === "committed").map((x) => x.name)];
+  const parent = parents[random(parents.length)];
+  const view = all.find((x) => x.kind === "view" && x.parent === parent);
+  if (view) {
+    emit({ op: "removing", key: view.name });
+    await s.remove(view.name);
+    emit({ op: "remove", key: view.name });
+  } else {
+    const key = `view-${settings.seed}-${i}`;
+    emit({ op: "viewing", key, parent });
+    await s.view(key, parent);
+    emit({ op: "view", key, parent });
+  }
+}
 
 for (let i = 0;; i++) {
   const all = await s.list();

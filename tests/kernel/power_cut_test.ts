@@ -564,10 +564,14 @@ async function checkState(
     }
     if (life.contentFrom < cut) readable.push(life);
   }
-  // exactly the active snapshots and views are active
-  const wanted = [...infos.values()].filter((i) => i.kind !== "committed").map((i) =>
-    s.pool.deviceName(store.getSnapshot(i.name)!.thinId)
-  ).sort();
+  // exactly the active snapshots and views are active (views of one layer share its device)
+  const wanted = [
+    ...new Set(
+      [...infos.values()].filter((i) => i.kind !== "committed").map((i) =>
+        s.pool.deviceName(store.getSnapshot(i.name)!.thinId)
+      ),
+    ),
+  ].sort();
   const active = (await dmNames()).filter((n) => n.startsWith(`${rig.poolName}-dms-`)).sort();
   if (JSON.stringify(active) !== JSON.stringify(wanted)) {
     tally.other.push(`${label}: active devices ${active}, expected ${wanted}`);

@@ -58,7 +58,7 @@ Deno.test("server_rpc: every RPC over the socket against the real snapshotter", 
     assert.equal(layer.parent, "");
 
     const view = await c.view("default/3/view", "default/2/layer");
-    assert.deepEqual(view[0].options, ["ro"]);
+    assert.deepEqual(view[0].options, ["ro", "noload"]);
     await withMount(view, async (dir) => {
       assert.equal(await Deno.readTextFile(`${dir}/hello`), "world\n");
     });

@@ -77,7 +77,7 @@ Deno.test("snapshotter: a 10-layer chain keeps every layer's content, deletes an
   // every committed layer still has exactly its content
   for (let i = 0; i < 10; i++) {
     const mounts = await s.view(`view-${i}`, `layer-${i}`);
-    assert.deepEqual(mounts[0].options, ["ro"]);
+    assert.deepEqual(mounts[0].options, ["ro", "noload"]);
     await withMount(mounts, async (dir) => {
       assert.deepEqual(await readTree(dir), expected[i], `layer ${i}`);
       await assert.rejects(Deno.writeTextFile(join(dir, "x"), "x")); // read-only
@@ -310,7 +310,7 @@ Deno.test("snapshotter: xfs snapshots mount with nouuid, parent and child togeth
   await withMount(a, (dir) => Deno.writeTextFile(join(dir, "f"), "xfs\n"));
   await s.commit("c", "a");
   const v = await s.view("v", "c");
-  assert.deepEqual(v[0].options, ["nouuid", "ro"]);
+  assert.deepEqual(v[0].options, ["nouuid", "ro", "norecovery"]);
   const child = await s.prepare("b", "c");
   const d1 = await mountAll(v);
   try {

@@ -15,7 +15,7 @@
  * | 5     | `metadata`, `dm`               | the SQLite store; device-mapper backends            |
  * | 4     | `snapshots`                    | containerd's snapshot model: types, labels, matching |
  * | 3     | `filters`                      | containerd's filter language (generic over fields)  |
- * | 2     | `sys`                          | libc through FFI, the clock, sd_notify              |
+ * | 2     | `sys`, `metrics`               | libc through FFI, the clock, sd_notify; Prometheus metrics and their endpoint |
  * | 1     | `util`                         | errors, log, sizes                                  |
  *
  * `config` is narrower still: it imports `util` only (the cli hands its values to the layers
@@ -41,6 +41,7 @@ export const LAYERS: Readonly<Record<string, number>> = {
   snapshots: 4,
   filters: 3,
   sys: 2,
+  metrics: 2,
   util: 1,
 };
 

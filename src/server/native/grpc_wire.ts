@@ -19,15 +19,10 @@ export class GrpcFramingError extends Error {
   override name = "GrpcFramingError";
 }
 
-/** Prefixes `bytes` with the uncompressed flag and its length. */
-export function frameMessage(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(MESSAGE_PREFIX_BYTES + bytes.length);
-  const n = bytes.length;
-  out[1] = (n >>> 24) & 0xff;
-  out[2] = (n >>> 16) & 0xff;
-  out[3] = (n >>> 8) & 0xff;
-  out[4] = n & 0xff;
-  out.set(bytes, MESSAGE_PREFIX_BYTES);
+/** The 5-byte prefix of an uncompressed message of `length` bytes: flag 0, big-endian length. */
+export function messagePrefix(length: number): Uint8Array {
+  const out = new Uint8Array(MESSAGE_PREFIX_BYTES);
+  new DataView(out.buffer).setUint32(1, length);
   return out;
 }
 

@@ -2,16 +2,24 @@ import assert from "node:assert/strict";
 import {
   decodeGrpcMessage,
   encodeGrpcMessage,
-  frameMessage,
   GrpcFramingError,
   MESSAGE_PREFIX_BYTES,
+  messagePrefix,
   parseTimeout,
   readMessages,
 } from "./grpc_wire.ts";
 
 const LIMIT = 1024;
 
-Deno.test("frameMessage: flag 0 and a big-endian length", () => {
+/** `bytes` behind its gRPC prefix, as one buffer. */
+function frameMessage(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(MESSAGE_PREFIX_BYTES + bytes.length);
+  out.set(messagePrefix(bytes.length));
+  out.set(bytes, MESSAGE_PREFIX_BYTES);
+  return out;
+}
+
+Deno.test("messagePrefix: flag 0 and a big-endian length", () => {
   assert.deepEqual(
     frameMessage(new Uint8Array([7, 8, 9])),
     new Uint8Array([0, 0, 0, 0, 3, 7, 8, 9]),

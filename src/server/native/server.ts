@@ -19,9 +19,9 @@ import { quote, shorten } from "../../util/quote.ts";
 import { Code } from "../codes.ts";
 import {
   encodeGrpcMessage,
-  frameMessage,
   GrpcFramingError,
   MESSAGE_PREFIX_BYTES,
+  messagePrefix,
   parseTimeout,
   readMessages,
 } from "./grpc_wire.ts";
@@ -41,6 +41,15 @@ import {
   SNAPSHOTS_SERVICE,
   type SnapshotsProto,
 } from "../proto.ts";
+
+/**
+ * Bytes of a streaming answer queued ahead of the socket (see `dispatch`): a List's messages
+ * leave in writes of up to this much, and a List holds at most this much beyond its page.
+ */
+export const STREAM_BYTES_IN_FLIGHT = 1 << 20;
+
+/** A message up to this size goes with its prefix in one DATA frame (copied behind it). */
+const COPY_BELOW_BYTES = 4096;
 
 /** A gRPC request body starts with its message's prefix: flag, then big-endian length. */
 const GRPC_BODY_PREFIX: BodyPrefix = {
@@ -130,7 +139,15 @@ class Call {
       this.#stream.sendHeaders(RESPONSE_HEADERS);
       this.#headersSent = true;
     }
-    return this.#stream.sendData(frameMessage(bytes));
+    const prefix = messagePrefix(bytes.length);
+    if (bytes.length > COPY_BELOW_BYTES) {
+      // a large message (a List's) is not copied behind its prefix: two DATA frames
+      return this.#stream.sendData(bytes, false, prefix);
+    }
+    const framed = new Uint8Array(prefix.length + bytes.length);
+    framed.set(prefix);
+    framed.set(bytes, prefix.length);
+    return this.#stream.sendData(framed);
   }
 
   finish(code: number, details = ""): void {
@@ -206,11 +223,22 @@ function dispatch(stream: H2ServerStream, table: Map<string, Route>, options: Na
     return undefined;
   };
   if (route.streaming) {
+    // Up to STREAM_BYTES_IN_FLIGHT of messages are queued before the next write waits for
+    // them to leave: messages queued in one turn of the event loop go out in one socket write,
+    // not one write (and one wait) each; memory holds that much more, whatever the List's size.
+    let inFlight = 0;
+    let last = Promise.resolve();
     options.service.list(request, {
       write: async (message) => {
         const bytes = encode(message);
-        if (bytes) await call.send(bytes);
+        if (!bytes) return;
+        inFlight += bytes.length;
+        const sent = last = call.send(bytes).then(() => {
+          inFlight -= bytes.length;
+        });
+        if (inFlight > STREAM_BYTES_IN_FLIGHT) await sent;
       },
+      drain: () => last, // resolves once every message left (or the stream was dropped)
       gone: () => call.gone(),
     }).then((st) => call.finish(st.code, st.details));
     return;

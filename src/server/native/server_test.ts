@@ -46,6 +46,10 @@ import {
 } from "../proto.ts";
 import type { ServerOptions } from "../server.ts";
 import { MAX_MESSAGE_BYTES } from "../transport.ts";
+import { serveNative } from "./server.ts";
+import { createService } from "../handlers.ts";
+import { silentLogger } from "../../util/log.ts";
+import { connectSnapshots } from "../../../testing/snapshots_client.ts";
 
 const T0: Timestamp = { seconds: 1_700_000_000, nanos: 5 };
 const proto = loadSnapshotsProto();
@@ -714,6 +718,56 @@ Deno.test("native: running out of file descriptors at accept is survived: new co
     child.kill("SIGKILL");
     await child.status;
     await reading;
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("native: a List's messages leave in a few socket writes, not a write (and a wait) each", async () => {
+  const s = memorySnapshotter({ now: () => ({ ...T0 }) });
+  for (let i = 0; i < 400; i++) await s.prepare(`k${i}`, "", { v: "x".repeat(200) });
+  const dir = await Deno.makeTempDir({ prefix: "dmsnap-writes-" });
+  const inner = Deno.listen({ transport: "unix", path: `${dir}/s.sock` });
+  let writes = 0;
+  // the server's side of each connection, its writes counted
+  const counted = (conn: Deno.Conn): Deno.Conn =>
+    new Proxy(conn, {
+      get(target, prop) {
+        if (prop === "write") {
+          return (p: Uint8Array) => (writes++, target.write(p));
+        }
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  const listener = new Proxy(inner, {
+    get(target, prop) {
+      if (prop === "accept") return async () => counted(await target.accept());
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const server = serveNative(listener, {
+    service: createService({ snapshotter: s, logger: silentLogger(), listBatchSize: 10 }),
+    proto: loadSnapshotsProto(),
+    logger: silentLogger(),
+    maxMessageBytes: MAX_MESSAGE_BYTES,
+  });
+  const client = connectSnapshots(`${dir}/s.sock`, "default", { flowControlWindow: 16 << 20 });
+  try {
+    await client.stat("k0");
+    const before = writes;
+    const { infos, messages } = await client.list();
+    assert.equal(infos.length, 400);
+    assert.equal(messages, 40);
+    // 40 messages of ~2.5 KB, all within the window: those queued together leave together
+    // (one write and one wait each: 41 writes)
+    assert.ok(
+      writes - before <= messages / 2,
+      `${writes - before} writes for ${messages} messages`,
+    );
+  } finally {
+    client.close();
+    await server.shutdown(1000);
     Deno.removeSync(dir, { recursive: true });
   }
 });

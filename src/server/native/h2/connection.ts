@@ -254,11 +254,13 @@ export class H2ServerStream {
   }
 
   /**
-   * Queues `bytes` as DATA (END_STREAM with `end`), sent as flow control allows. Resolves
-   * once they have been written to the socket, or the stream or connection went away.
+   * Queues `bytes` as DATA (END_STREAM with `end`), sent as flow control allows; `head`, when
+   * given, goes just before them (a DATA frame of its own: no copy of `bytes` to join them).
+   * Resolves once they have been written to the socket, or the stream or connection went away.
    */
-  sendData(bytes: Uint8Array, end = false): Promise<void> {
+  sendData(bytes: Uint8Array, end = false, head?: Uint8Array): Promise<void> {
     const { promise, resolve } = Promise.withResolvers<void>();
+    if (head) this.#conn.enqueue(this, { kind: "data", bytes: head, offset: 0, end: false });
     this.#conn.enqueue(this, { kind: "data", bytes, offset: 0, end, done: resolve });
     return promise;
   }
@@ -294,6 +296,9 @@ function unpad(frame: Frame, priority: boolean): Uint8Array {
   }
   return p.subarray(0, p.length - pad);
 }
+
+/** Largest write buffer a connection keeps for its next writes (bigger writes get their own). */
+const WRITE_BUFFER_KEPT = 1 << 20;
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let offset = 0;
@@ -333,6 +338,8 @@ export class H2ServerConnection {
   #maxConcurrent: number;
   #maxHeaderListSize: number;
   #out: (Uint8Array | Written)[] = [];
+  /** The reused write buffer ({@linkcode H2ServerConnection.#writeBuffer}). */
+  #kept = new Uint8Array(0);
   /** Control frames queued since the output was last known to be written. */
   #controlPending = 0;
   #flushScheduled = false;
@@ -483,7 +490,7 @@ export class H2ServerConnection {
         this.#out = [];
         let total = 0;
         for (const item of items) if (typeof item !== "function") total += item.length;
-        const buf = new Uint8Array(total);
+        const buf = this.#writeBuffer(total);
         const written: Written[] = [];
         let offset = 0;
         for (const item of items) {
@@ -502,6 +509,22 @@ export class H2ServerConnection {
     } finally {
       this.#writing = false;
     }
+  }
+
+  /**
+   * A buffer of `bytes` to gather one write in: the connection's own, reused from write to
+   * write (the previous write has finished when the next is gathered) while it is at most
+   * {@linkcode WRITE_BUFFER_KEPT} bytes, so a long answer does not leave one dead ArrayBuffer per
+   * write for the garbage collector (they are off V8's heap and collected late, RSS meanwhile).
+   */
+  #writeBuffer(bytes: number): Uint8Array {
+    if (bytes > WRITE_BUFFER_KEPT) return new Uint8Array(bytes);
+    if (this.#kept.length < bytes) {
+      this.#kept = new Uint8Array(
+        Math.min(WRITE_BUFFER_KEPT, Math.max(bytes, this.#kept.length * 2)),
+      );
+    }
+    return this.#kept.subarray(0, bytes);
   }
 
   async #flushNow(): Promise<void> {
