@@ -28,7 +28,7 @@ import { dirname, resolve } from "node:path";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { MIGRATIONS, SCHEMA_VERSION } from "./schema.ts";
 import { encodeListEntry } from "../snapshots/info_wire.ts";
-import type { EncodedInfo, EncodedPage, Kind, Timestamp } from "../snapshots/types.ts";
+import type { EncodedInfo, EncodedPage, Info, Kind, Timestamp } from "../snapshots/types.ts";
 import type { ErrorKind } from "../util/errors.ts";
 
 /** What a device row is for. */
@@ -93,16 +93,27 @@ const INFO_ROW_SQL = `SELECT s.id, s.key, p.key AS parent_key, s.kind, s.created
       AS labels_json
   FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id`;
 
-/** A row of {@linkcode INFO_ROW_SQL} as a List entry (`encodeListEntry`). */
-function encodeInfoRow(row: Row): Uint8Array {
-  return encodeListEntry({
-    name: String(row.key),
-    parent: row.parent_key === null ? "" : String(row.parent_key),
+/** A row of {@linkcode INFO_ROW_SQL} or {@linkcode LIST_PAGE_SQL}: what a List shows of it. */
+function listedFromRow(row: Row): ListedSnapshot {
+  return {
+    key: String(row.key),
+    parentKey: row.parent_key === null ? "" : String(row.parent_key),
     kind: CODE_KIND[Number(row.kind)],
     created: { seconds: Number(row.created_s), nanos: Number(row.created_ns) },
     updated: { seconds: Number(row.updated_s), nanos: Number(row.updated_ns) },
     labels: JSON.parse(String(row.labels_json)),
-  });
+  };
+}
+
+/** The Info of a listed snapshot (containerd's names: `name`, `parent`). */
+export function listedInfo(s: ListedSnapshot): Info {
+  const { key, parentKey, kind, created, updated, labels } = s;
+  return { name: key, parent: parentKey, kind, created, updated, labels };
+}
+
+/** A row of {@linkcode INFO_ROW_SQL} as a List entry (`encodeListEntry`). */
+function encodeInfoRow(row: Row): Uint8Array {
+  return encodeListEntry(listedInfo(listedFromRow(row)));
 }
 
 /**
@@ -858,14 +869,7 @@ export class MetadataStore {
    */
   listSnapshotsPage(afterKey: string, limit: number): ListedSnapshot[] {
     return this.#read(() =>
-      (this.#sql(LIST_PAGE_SQL).all(afterKey, limit) as Row[]).map((row) => ({
-        key: String(row.key),
-        parentKey: row.parent_key === null ? "" : String(row.parent_key),
-        kind: CODE_KIND[Number(row.kind)],
-        created: { seconds: Number(row.created_s), nanos: Number(row.created_ns) },
-        updated: { seconds: Number(row.updated_s), nanos: Number(row.updated_ns) },
-        labels: JSON.parse(String(row.labels_json)),
-      }))
+      (this.#sql(LIST_PAGE_SQL).all(afterKey, limit) as Row[]).map(listedFromRow)
     );
   }
 

@@ -4,6 +4,7 @@ import {
   LIST_ENTRIES_SQL,
   LIST_MESSAGE_SQL,
   LIST_PAGE_SQL,
+  listedInfo,
   MetadataError,
   MetadataStore,
   mountPointOf,
@@ -484,14 +485,7 @@ function bothListings(store: MetadataStore): { slow: unknown[]; encoded: unknown
   for (let after = "";;) {
     const page = store.listSnapshotsPage(after, 3);
     if (page.length === 0) break;
-    slow.push(...page.map((s) => ({
-      name: s.key,
-      parent: s.parentKey,
-      kind: s.kind,
-      created: s.created,
-      updated: s.updated,
-      labels: s.labels,
-    })));
+    slow.push(...page.map(listedInfo));
     after = page[page.length - 1].key;
   }
   // whole pages as SQLite joins them, and the same pages entry by entry (bounds too small)

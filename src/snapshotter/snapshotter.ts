@@ -54,6 +54,7 @@ import {
 } from "../util/errors.ts";
 import {
   type DeviceRecord,
+  listedInfo,
   type ListedSnapshot,
   MetadataError,
   type MetadataStore,
@@ -214,14 +215,7 @@ export class DevmapperSnapshotter implements Snapshotter {
 
   /** The Info of a record (read from the database for this call: nothing to copy). */
   #info(s: ListedSnapshot): Info {
-    return {
-      name: s.key,
-      parent: s.parentKey,
-      kind: s.kind,
-      created: s.created,
-      updated: s.updated,
-      labels: s.labels,
-    };
+    return listedInfo(s);
   }
 
   #mounts(s: SnapshotRecord): Mount[] {
@@ -538,17 +532,7 @@ export class DevmapperSnapshotter implements Snapshotter {
       const last = this.#store.countViews(device.thinId) <= 1;
       const now = last && !this.#settings.asyncRemove;
       if (now) {
-        try {
-          await this.pool.deactivate(device);
-        } catch (err) {
-          if (isErrno(err, "EBUSY")) {
-            throw new FailedPreconditionError(
-              `cannot remove snapshot "${key}": device ${device.name} is busy (still mounted?)`,
-              { cause: err },
-            );
-          }
-          throw await this.#explain(err, `cannot remove snapshot "${key}"`);
-        }
+        await this.#deactivateToRemove(key, device);
       }
       try {
         this.#store.transaction(() => this.#store.deleteSnapshot(check().id));
@@ -652,17 +636,7 @@ export class DevmapperSnapshotter implements Snapshotter {
         // a pool that cannot change keeps the snapshot whole: containerd's GC skips it
         // (FailedPrecondition) and Remove works again once the pool is repaired or extended
         await this.pool.checkDeletable(`cannot remove snapshot "${key}", it is kept`);
-        try {
-          await this.pool.deactivate(device);
-        } catch (err) {
-          if (isErrno(err, "EBUSY")) {
-            throw new FailedPreconditionError(
-              `cannot remove snapshot "${key}": device ${device.name} is busy (still mounted?)`,
-              { cause: err },
-            );
-          }
-          throw await this.#explain(err, `cannot remove snapshot "${key}"`);
-        }
+        await this.#deactivateToRemove(key, device);
       }
       try {
         this.#store.transaction(() => {
@@ -682,6 +656,21 @@ export class DevmapperSnapshotter implements Snapshotter {
         })
       );
     });
+  }
+
+  /** Deactivates `device` for the Remove of `key`: busy (still mounted) is FailedPrecondition. */
+  async #deactivateToRemove(key: string, device: DeviceRecord): Promise<void> {
+    try {
+      await this.pool.deactivate(device);
+    } catch (err) {
+      if (isErrno(err, "EBUSY")) {
+        throw new FailedPreconditionError(
+          `cannot remove snapshot "${key}": device ${device.name} is busy (still mounted?)`,
+          { cause: err },
+        );
+      }
+      throw await this.#explain(err, `cannot remove snapshot "${key}"`);
+    }
   }
 
   /** Info of a snapshot. */
