@@ -43,6 +43,10 @@ async function query(expr: string): Promise<number | undefined> {
   } catch {
     return undefined; // not listening yet
   }
+  if (res.status === 503) {
+    await res.body?.cancel();
+    return undefined; // listening, not ready yet (its storage is still starting)
+  }
   const body = await res.json();
   if (res.status !== 200 || body.status !== "success") {
     throw new Error(`Prometheus refused ${expr}: ${JSON.stringify(body)}`);

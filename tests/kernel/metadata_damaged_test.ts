@@ -46,7 +46,7 @@ for (const [backend, makeDm] of Object.entries(BACKENDS)) {
     assert.equal((await a.pool.dm.infoAll()).get(device)?.uuid, uuid, "the backend reports it");
     await a.close();
 
-    const path = join(pool.dir, "a", "metadata.db");
+    const path = join(pool.rootDir, "a", "metadata.db");
     const refused = (reason: string) => (err: unknown) => {
       assert.equal(
         (err as Error).message,
