@@ -20,7 +20,7 @@ import {
   type ServiceError,
 } from "@grpc/grpc-js";
 import { loadSnapshotsProto, type WireListResponse } from "../server/proto.ts";
-import { isSocketLive } from "../server/socket.ts";
+import { isSocketLive } from "../util/socket_live.ts";
 import { errorMessage } from "../util/errors.ts";
 
 /** Default bound on the List call, ms. */

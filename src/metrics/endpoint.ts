@@ -20,6 +20,7 @@ import {
   type ListenAddress,
   parseListenAddress,
 } from "../util/listen_address.ts";
+import { isSocketLive } from "../util/socket_live.ts";
 
 /** The endpoint cannot start. */
 export class MetricsEndpointError extends Error {
@@ -48,17 +49,6 @@ export interface MetricsEndpoint {
 
 /** Path served. */
 export const METRICS_PATH = "/metrics";
-
-/** True when something accepts connections on the unix socket `path`. */
-async function answers(path: string): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ transport: "unix", path });
-    conn.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Starts serving `GET /metrics` on `options.address`. */
 export async function serveMetrics(options: MetricsEndpointOptions): Promise<MetricsEndpoint> {
@@ -98,7 +88,7 @@ export async function serveMetrics(options: MetricsEndpointOptions): Promise<Met
       server = listen();
     } catch (err) {
       if (!(address.transport === "unix" && err instanceof Deno.errors.AddrInUse)) throw err;
-      if (await answers(address.path)) {
+      if (await isSocketLive(address.path)) {
         throw new Error("another process serves on this socket", { cause: err });
       }
       await Deno.remove(address.path);

@@ -6,27 +6,15 @@
  */
 import { dirname } from "node:path";
 import { SocketError } from "../util/socket_path.ts";
+import { isSocketLive } from "../util/socket_live.ts";
 
 export { MAX_SOCKET_PATH_BYTES, SocketError, socketPath } from "../util/socket_path.ts";
+export { isSocketLive } from "../util/socket_live.ts";
 
 /** Mode of the socket file: owner and group may connect. */
 export const SOCKET_MODE = 0o660;
 /** Mode of a socket directory this service creates. */
 export const SOCKET_DIR_MODE = 0o711;
-/** True when something accepts connections on the unix socket at `path`. */
-export async function isSocketLive(path: string): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ transport: "unix", path });
-    conn.close();
-    return true;
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    if (code === "ECONNREFUSED" || err instanceof Deno.errors.ConnectionRefused) return false;
-    if (err instanceof Deno.errors.NotFound) return false;
-    throw err;
-  }
-}
-
 /**
  * Makes `path` ready to bind: creates its directory (mode 0711) when missing, removes a stale
  * socket (nothing listening), refuses a live socket or any non-socket file.
