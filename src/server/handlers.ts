@@ -125,18 +125,31 @@ export function fitInMessage(
 
 /** Splits `infos` into batches of at most `count` Infos and about `bytes` bytes. */
 export function listBatches(infos: readonly Info[], count: number, bytes: number): Info[][] {
-  const batches: Info[][] = [];
-  let current: Info[] = [];
-  let size = 0;
-  for (const info of infos) {
-    const s = infoSizeBound(info);
-    if (current.length > 0 && (current.length >= count || size + s > bytes)) {
+  return batchesOf(infos, count, bytes, infoSizeBound);
+}
+
+/**
+ * Splits `items` into batches of at most `count` items and at most `bytes` bytes by `size`
+ * (one item larger than that still goes, alone), in order.
+ */
+function batchesOf<T>(
+  items: readonly T[],
+  count: number,
+  bytes: number,
+  size: (item: T) => number,
+): T[][] {
+  const batches: T[][] = [];
+  let current: T[] = [];
+  let total = 0;
+  for (const item of items) {
+    const n = size(item);
+    if (current.length > 0 && (current.length >= count || total + n > bytes)) {
       batches.push(current);
       current = [];
-      size = 0;
+      total = 0;
     }
-    current.push(info);
-    size += s;
+    current.push(item);
+    total += n;
   }
   if (current.length > 0) batches.push(current);
   return batches;
@@ -228,23 +241,15 @@ export async function sendEncoded(
       await sink.write(new EncodedMessage(page.message));
       continue;
     }
-    let batch: Uint8Array[] = [];
-    let size = 0;
+    const fit: Uint8Array[] = [];
     for (const { key, entry } of page.entries) {
-      if (entry.length > o.maxMessage) {
-        logTooLarge(o.logger, key, entry.length, o.maxMessage);
-        continue;
-      }
-      if (batch.length >= o.count || (batch.length > 0 && size + entry.length > o.bytes)) {
-        await sink.write(new EncodedMessage(joinListEntries(batch)));
-        if (sink.gone() !== undefined) return;
-        batch = [];
-        size = 0;
-      }
-      batch.push(entry);
-      size += entry.length;
+      if (entry.length <= o.maxMessage) fit.push(entry);
+      else logTooLarge(o.logger, key, entry.length, o.maxMessage);
     }
-    if (batch.length > 0) await sink.write(new EncodedMessage(joinListEntries(batch)));
+    for (const batch of batchesOf(fit, o.count, o.bytes, (entry) => entry.length)) {
+      if (sink.gone() !== undefined) return;
+      await sink.write(new EncodedMessage(joinListEntries(batch)));
+    }
   }
 }
 

@@ -732,26 +732,16 @@ export class DevmapperSnapshotter implements Snapshotter {
    * may or may not be in it, as in containerd's Walk.
    */
   async *walk(filter?: Filter, pageSize = WALK_PAGE): AsyncGenerator<Info[]> {
-    const fields: Record<string, unknown> = { rows: 0 };
-    const started = performance.now();
-    let error: unknown;
-    try {
-      for (let after = "";;) {
-        this.#open();
-        const page = this.#store.listSnapshotsPage(after, pageSize);
-        if (page.length === 0) return;
-        fields.rows = Number(fields.rows) + page.length;
-        after = page[page.length - 1].key;
-        const infos = page.map((s) => this.#info(s));
-        yield filter ? infos.filter((info) => matchInfo(filter, info)) : infos;
-        if (page.length < pageSize) return;
-      }
-    } catch (err) {
-      error = this.#failure("list", fields, err);
-      throw error;
-    } finally {
-      this.#record("list", fields, started, this.pool.spawns, error);
-    }
+    yield* this.#pages({ rows: 0 }, pageSize, (after) => {
+      const page = this.#store.listSnapshotsPage(after, pageSize);
+      if (page.length === 0) return undefined;
+      const infos = page.map((s) => this.#info(s));
+      return {
+        rows: page.length,
+        lastKey: page[page.length - 1].key,
+        page: filter ? infos.filter((info) => matchInfo(filter, info)) : infos,
+      };
+    });
   }
 
   /**
@@ -760,22 +750,36 @@ export class DevmapperSnapshotter implements Snapshotter {
    * when it exceeds `options`' bounds. Like {@linkcode walk} otherwise.
    */
   async *walkEncoded(options: EncodedWalkOptions): AsyncGenerator<EncodedPage> {
-    const fields: Record<string, unknown> = { rows: 0, encoded: true };
+    yield* this.#pages({ rows: 0, encoded: true }, options.pageSize, (after) => {
+      const page = this.#store.listEncodedPage(after, {
+        limit: options.pageSize,
+        maxBytes: options.maxBytes,
+        maxEntryBytes: options.maxEntryBytes,
+      });
+      return page && { rows: page.rows, lastKey: page.lastKey, page };
+    });
+  }
+
+  /**
+   * The pages `read` gives from after each page's last key, until one is short or none is left,
+   * recorded as one `list` operation (rows counted in `fields`).
+   */
+  async *#pages<T>(
+    fields: Record<string, unknown> & { rows: number },
+    pageSize: number,
+    read: (afterKey: string) => { rows: number; lastKey: string; page: T } | undefined,
+  ): AsyncGenerator<T> {
     const started = performance.now();
     let error: unknown;
     try {
       for (let after = "";;) {
         this.#open();
-        const page = this.#store.listEncodedPage(after, {
-          limit: options.pageSize,
-          maxBytes: options.maxBytes,
-          maxEntryBytes: options.maxEntryBytes,
-        });
-        if (page === undefined) return;
-        fields.rows = Number(fields.rows) + page.rows;
-        after = page.lastKey;
-        yield page;
-        if (page.rows < options.pageSize) return;
+        const next = read(after);
+        if (next === undefined) return;
+        fields.rows += next.rows;
+        after = next.lastKey;
+        yield next.page;
+        if (next.rows < pageSize) return;
       }
     } catch (err) {
       error = this.#failure("list", fields, err);
